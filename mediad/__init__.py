@@ -1,0 +1,3 @@
+"""mediad: the daemon that makes an archive's media permanent."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,322 @@
+"""Configuration: `config.toml`, overridden by `MEDIAD_<SECTION>_<KEY>` environment variables.
+
+Every key has a default here and in the documented `config.toml`; a value is parsed by the
+kind of its field (size, duration, list, ...) and any mistake is a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mediad import __version__, errors
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `123`, `"100MB"`, `"1.5GiB"`; units are decimal, `i` units binary."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 100MB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 100MB")
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    if match is None or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size such as 100MB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def parse_optional_size(value: object) -> int | None:
+    """Like parse_size, but an empty string means "no limit"."""
+    if value == "" or value is None:
+        return None
+    return parse_size(value)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `5`, `"30s"`, `"250ms"`, `"1h30m"`."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", value)
+        if not parts or re.sub(r"\s+", "", value) != "".join(n + u for n, u in parts):
+            raise ValueError(f"{value!r} is not a duration such as 30s")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        raise ValueError("expected a duration such as 30s")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _parse_positive_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {number}")
+    return number
+
+
+def _parse_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _parse_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _parse_str_list(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _parse_str(value)
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _parse_level(value: object) -> str:
+    text = _parse_str(value).lower()
+    if text not in ("debug", "info", "warning", "error", "critical"):
+        raise ValueError(f"expected debug, info, warning, error or critical, got {text!r}")
+    return text
+
+
+def _key(default: Any, parse: Callable[[object], Any]) -> Any:
+    """A config key: its default as written in config.toml, and the parser of its kind."""
+    return field(default=parse(default), metadata={"parse": parse})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = _key("", _parse_str)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    root: str = _key("var/media", _parse_str)
+    public_base_url: str = _key("", _parse_str)
+    max_file_size: int = _key("100MB", parse_size)
+    max_cache_size: int | None = _key("", parse_optional_size)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    concurrency: int = _key(16, _parse_positive_int)
+    per_host_concurrency: int = _key(4, _parse_positive_int)
+    connect_timeout: float = _key("10s", parse_duration)
+    read_timeout: float = _key("30s", parse_duration)
+    # The whole transfer of one file, so a trickling origin cannot hold a slot forever.
+    total_timeout: float = _key("30m", parse_duration)
+    max_attempts: int = _key(5, _parse_positive_int)
+    allowed_networks: tuple[str, ...] = _key([], _parse_str_list)
+    user_agent: str = _key(f"mediad/{__version__}", _parse_str)
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    enabled: bool = _key(False, _parse_bool)
+    endpoint_url: str = _key("", _parse_str)
+    region: str = _key("us-east-1", _parse_str)
+    bucket: str = _key("", _parse_str)
+    key_template: str = _key("media/{sha256[:2]}/{sha256}.{ext}", _parse_str)
+    concurrency: int = _key(4, _parse_positive_int)
+    max_attempts: int = _key(8, _parse_positive_int)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    enabled: bool = _key(False, _parse_bool)
+    concurrency: int = _key(2, _parse_positive_int)
+    max_attempts: int = _key(5, _parse_positive_int)
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: str = _key("var", _parse_str)
+    lease: float = _key("60s", parse_duration)
+    poll_interval: float = _key("5s", parse_duration)
+    shutdown_grace: float = _key("30s", parse_duration)
+    # Retry n waits about backoff_base * 2**(n-1), with jitter, capped at backoff_max.
+    backoff_base: float = _key("10s", parse_duration)
+    backoff_max: float = _key("1h", parse_duration)
+    # How many rows one claim statement may lease at most.
+    claim_batch: int = _key(100, _parse_positive_int)
+    # Empty: host:pid. Names this process in leases and events.
+    worker_name: str = _key("", _parse_str)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = _key("json", _one_of("json", "console"))
+    level: str = _key("info", _parse_level)
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def log_level(self) -> int:
+        return logging.getLevelNamesMapping()[self.log.level.upper()]
+
+
+_Section = TypeVar("_Section")
+
+_SECTION_TYPES: dict[str, type[Any]] = {
+    "database": DatabaseConfig,
+    "storage": StorageConfig,
+    "download": DownloadConfig,
+    "archive": ArchiveConfig,
+    "analysis": AnalysisConfig,
+    "daemon": DaemonConfig,
+    "log": LogConfig,
+}
+
+
+def _env_value(raw: str, parse: Callable[[object], Any]) -> object:
+    """Turn an environment string into the TOML-typed value its key expects."""
+    text = raw.strip()
+    if parse in (_parse_int, _parse_positive_int):
+        try:
+            return int(text)
+        except ValueError:
+            return raw
+    if parse is _parse_bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        return raw
+    if parse is _parse_str_list:
+        if text.startswith("["):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                return raw
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return raw
+
+
+def _build_section(
+    cls: type[_Section], name: str, values: Mapping[str, object], env: Mapping[str, str]
+) -> _Section:
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in values:
+        if key not in known:
+            raise errors.ConfigError(f"{name}.{key}: unknown key")
+    kwargs: dict[str, Any] = {}
+    for key, fld in known.items():
+        parse = fld.metadata["parse"]
+        env_name = f"MEDIAD_{name.upper()}_{key.upper()}"
+        source: object
+        if env_name in env:
+            source, where = _env_value(env[env_name], parse), env_name
+        elif key in values:
+            source, where = values[key], f"{name}.{key}"
+        else:
+            continue
+        try:
+            kwargs[key] = parse(source)
+        except ValueError as exc:
+            raise errors.ConfigError(f"{where}: {exc}") from None
+    return cls(**kwargs)
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (a missing default file is fine) and apply environment overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise errors.ConfigError(f"{path}: no such config file") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise errors.ConfigError(f"{path}: {exc}") from None
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for name, value in data.items():
+        if name not in sections:
+            raise errors.ConfigError(f"{name}: unknown section")
+        if not isinstance(value, dict):
+            raise errors.ConfigError(f"{name}: expected a [{name}] table")
+    built: dict[str, Any] = {
+        name: _build_section(_SECTION_TYPES[name], name, data.get(name, {}), env)
+        for name in sections
+    }
+    config = Config(**built)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    """Cross-key rules a single key's parser cannot see."""
+    if config.daemon.lease < 2:
+        raise errors.ConfigError("daemon.lease: must be at least 2s, so heartbeats can renew it")
+    if config.daemon.poll_interval <= 0:
+        raise errors.ConfigError("daemon.poll_interval: must be more than 0s")
+    if config.archive.enabled and not config.archive.bucket:
+        raise errors.ConfigError("archive.bucket: required when archive.enabled is true")
+
+
+def find_config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """`--config`, else `$MEDIAD_CONFIG`, else `./config.toml` when it exists."""
+    env = os.environ if env is None else env
+    if cli_value:
+        return Path(cli_value)
+    if env.get("MEDIAD_CONFIG"):
+        return Path(env["MEDIAD_CONFIG"])
+    default = Path("config.toml")
+    return default if default.exists() else None

@@ -1,0 +1,73 @@
+"""The error classes of mediad: one root, and the error codes rows are failed with."""
+
+from __future__ import annotations
+
+
+class MediadError(Exception):
+    """Root of every error mediad raises on purpose."""
+
+
+class ConfigError(MediadError):
+    """The configuration file or an environment override is wrong; the message names the key."""
+
+
+class DatabaseError(MediadError):
+    """The database cannot be reached or is not in the state mediad expects."""
+
+
+class StageError(MediadError):
+    """Processing one row of a stage failed; `error_code` is what the row records."""
+
+    error_code = "internal_error"
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        if error_code is not None:
+            self.error_code = error_code
+
+
+class TransientError(StageError):
+    """A failure worth retrying later (timeouts, resets, 5xx, 429, a lease lost in flight)."""
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, error_code=error_code)
+        # Seconds the remote side asked us to wait (Retry-After); the backoff never undercuts it.
+        self.retry_after = retry_after
+
+
+class PermanentError(StageError):
+    """A failure no retry can mend (404, 410, bad URL, not media, too large)."""
+
+    error_code = "permanent_error"
+
+
+class BadRowError(PermanentError):
+    """The row itself is malformed: an empty, unparseable or non-http(s) URL, an unknown media type."""
+
+    error_code = "bad_url"
+
+
+class StagePausedError(StageError):
+    """The stage cannot work at all for now (disk full, S3 access denied): pause it, fail nothing.
+
+    The row in hand is handed back untouched and the pool stops claiming for `pause_for` seconds.
+    """
+
+    def __init__(self, message: str, *, error_code: str, pause_for: float = 30.0) -> None:
+        super().__init__(message, error_code=error_code)
+        self.pause_for = pause_for
+
+
+# Fetch errors: the taxonomy of issue 3 lives beside the fetcher, built on these roots.
+class FetchError(StageError):
+    """Root of the download stage's errors."""
+
+
+class TransientFetchError(FetchError, TransientError):
+    """A download failure that a later attempt may not meet."""
+
+
+class PermanentFetchError(FetchError, PermanentError):
+    """A download failure that no later attempt can mend."""

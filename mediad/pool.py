@@ -1,0 +1,277 @@
+"""One stage's worker pool: claims batches, runs `process(row)` with bounded concurrency,
+keeps the leases alive, and writes the outcomes back in batches.
+
+The loop waits on one thing only: "something changed" (a NOTIFY, a slot freed, stop asked)
+or the poll interval passing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from mediad import errors
+from mediad.queue import Completed, Failed, Outcome, Released, Retry, StageQueue
+from mediad.retry import Backoff
+from mediad.stage import Row, Stage
+
+log = structlog.get_logger(__name__)
+
+# Database hiccups (a restart, a dropped connection) are waited out, never fatal.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass
+class _Job:
+    row: Row
+    task: asyncio.Task[None] | None = None
+    # Why the pool cancelled the task, if it did ("shutdown", "lease_lost").
+    cancelled_for: str | None = None
+    outcome: Outcome | None = field(default=None, repr=False)
+
+
+@dataclass
+class PoolStats:
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0
+
+
+class StagePool:
+    """Runs one stage until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        queue: StageQueue,
+        *,
+        backoff: Backoff,
+        claim_batch: int,
+        poll_interval: float,
+    ) -> None:
+        self.stage = stage
+        self.queue = queue
+        self.backoff = backoff
+        self.claim_batch = claim_batch
+        self.poll_interval = poll_interval
+        self.stats = PoolStats()
+        # Set while the last claim found nothing and nothing is in flight (run --once uses it).
+        self.idle = asyncio.Event()
+        # Set after every pass of the loop; lets a watcher wait for a fresh look at the queue.
+        self.looked = asyncio.Event()
+        self.last_tick = time.monotonic()
+        self._jobs: dict[str, _Job] = {}
+        self._pending: list[Outcome] = []
+        self._pending_added = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._paused_until = 0.0
+        self._log = log.bind(stage=stage.name)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    def wake(self) -> None:
+        """Look at the queue now (a NOTIFY arrived)."""
+        self._changed.set()
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Stop claiming for `seconds`: the stage cannot work at all right now."""
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._log.error("stage_paused", reason=reason, seconds=round(seconds, 1))
+            self._paused_until = until
+
+    async def run(self, stop: asyncio.Event, grace: float) -> None:
+        """Claim and process until `stop` is set, then drain within `grace` seconds."""
+        flusher = asyncio.create_task(self._flush_forever(), name=f"{self.stage.name}-flusher")
+        heart = asyncio.create_task(self._heartbeat_forever(), name=f"{self.stage.name}-heartbeat")
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                await self._step(stopper)
+            await self._drain(grace)
+        finally:
+            stopper.cancel()
+            heart.cancel()
+            flusher.cancel()
+            await asyncio.gather(heart, flusher, stopper, return_exceptions=True)
+
+    async def _step(self, stopper: asyncio.Task[bool]) -> None:
+        self.last_tick = time.monotonic()
+        self._changed.clear()
+        wait = self.poll_interval
+        paused_for = self._paused_until - time.monotonic()
+        free = self.stage.concurrency - len(self._jobs)
+        claimed: list[Row] = []
+        if paused_for > 0:
+            wait = min(wait, paused_for)
+        elif free > 0:
+            limit = min(free, self.claim_batch)
+            try:
+                claimed = await self.queue.claim(limit)
+            except _DB_ERRORS as exc:
+                self._log.warning("claim_failed", error=str(exc))
+                wait = min(wait, 1.0)
+            else:
+                for row in claimed:
+                    self._start(row)
+                self.stats.claimed += len(claimed)
+                if len(claimed) == limit < free:
+                    wait = 0.0  # a full batch with room left: there is likely more
+        if not claimed and not self._jobs:
+            self.idle.set()
+        else:
+            self.idle.clear()
+        self.looked.set()
+        if wait > 0:
+            changed = asyncio.create_task(self._changed.wait())
+            await asyncio.wait({changed, stopper}, timeout=wait, return_when="FIRST_COMPLETED")
+            changed.cancel()
+
+    def _start(self, row: Row) -> None:
+        job = _Job(row)
+        self._jobs[row.media_id] = job
+        job.task = asyncio.create_task(self._run_job(job), name=f"{self.stage.name}:{row.media_id}")
+
+    async def _run_job(self, job: _Job) -> None:
+        row = job.row
+        with structlog.contextvars.bound_contextvars(
+            media_id=row.media_id, stage=self.stage.name, attempt=row.attempt
+        ):
+            outcome = await self._outcome(row)
+        self._submit(outcome)
+
+    async def _outcome(self, row: Row) -> Outcome:
+        try:
+            result = await self.stage.process(row)
+        except errors.StagePausedError as exc:
+            self.pause(exc.pause_for, f"{exc.error_code}: {exc}")
+            return Released(row, reason=exc.error_code)
+        except errors.PermanentError as exc:
+            self._log.warning("row_failed", error_code=exc.error_code, error=str(exc))
+            return Failed(row, exc.error_code, str(exc))
+        except errors.TransientError as exc:
+            return self._retry_or_fail(row, exc.error_code, str(exc), exc.retry_after)
+        except errors.StageError as exc:
+            return self._retry_or_fail(row, exc.error_code, str(exc), None)
+        except Exception as exc:
+            # A bug must not take the daemon down; retrying bounds the damage to max_attempts.
+            self._log.exception("row_crashed")
+            return self._retry_or_fail(row, "internal_error", f"{type(exc).__name__}: {exc}", None)
+        return Completed(row, result)
+
+    def _retry_or_fail(
+        self, row: Row, error_code: str, error: str, retry_after: float | None
+    ) -> Outcome:
+        if row.attempt >= self.stage.max_attempts:
+            self._log.warning("row_failed", error_code=error_code, error=error, final=True)
+            return Failed(row, error_code, f"{error} (after {row.attempt} attempts)")
+        delay = self.backoff.delay(row.attempt, retry_after=retry_after)
+        self._log.info("retry_scheduled", error_code=error_code, error=error, delay=round(delay, 2))
+        return Retry(row, delay, error_code, error)
+
+    def _submit(self, outcome: Outcome) -> None:
+        job = self._jobs.get(outcome.row.media_id)
+        if job is None or job.row.attempt != outcome.row.attempt or job.outcome is not None:
+            return
+        job.outcome = outcome
+        self._pending.append(outcome)
+        self._pending_added.set()
+
+    async def _flush_forever(self) -> None:
+        # Natural batching: while one write is in flight, the next batch accumulates.
+        while True:
+            await self._pending_added.wait()
+            self._pending_added.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._write(batch)
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                written = await asyncio.shield(self.queue.finish(batch))
+                break
+            except _DB_ERRORS as exc:
+                # Keep the rows in flight: if the lease lapses meanwhile, the fence drops
+                # this late write and another worker's result stands.
+                self._log.warning("finish_failed", error=str(exc), rows=len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for outcome in batch:
+            media_id = outcome.row.media_id
+            if media_id not in written:
+                self.stats.lost += 1
+                self._log.warning("result_discarded_lease_lost", media_id=media_id)
+            elif isinstance(outcome, Completed):
+                self.stats.completed += 1
+            elif isinstance(outcome, Retry):
+                self.stats.retried += 1
+            elif isinstance(outcome, Failed):
+                self.stats.failed += 1
+            else:
+                self.stats.released += 1
+            job = self._jobs.get(media_id)
+            if job is not None and job.outcome is outcome:
+                del self._jobs[media_id]
+        self._changed.set()
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.queue.lease / 3
+        while True:
+            await asyncio.sleep(interval)
+            rows = [job.row for job in self._jobs.values()]
+            try:
+                held = await self.queue.heartbeat(rows)
+            except _DB_ERRORS as exc:
+                self._log.warning("heartbeat_failed", error=str(exc))
+                continue
+            for row in rows:
+                job = self._jobs.get(row.media_id)
+                lost = row.media_id not in held and job is not None and job.row is row
+                if lost and job is not None and job.outcome is None and job.task is not None:
+                    # Another worker owns the row now: stop spending effort on it.
+                    self._log.warning("lease_lost", media_id=row.media_id)
+                    self.stats.lost += 1
+                    job.cancelled_for = "lease_lost"
+                    job.task.cancel()
+                    del self._jobs[row.media_id]
+
+    async def _drain(self, grace: float) -> None:
+        """Let in-flight work finish within `grace`, then hand back what did not."""
+        running = {j.task for j in self._jobs.values() if j.task is not None and not j.task.done()}
+        if running:
+            self._log.info("draining", in_flight=len(running), grace=grace)
+            _, late = await asyncio.wait(running, timeout=grace)
+            cancelled = [j for j in self._jobs.values() if j.task in late and j.outcome is None]
+            for job in cancelled:
+                job.cancelled_for = "shutdown"
+                assert job.task is not None
+                job.task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            for job in cancelled:
+                self._submit(Released(job.row, reason="shutdown"))
+        # Every job left has its outcome; the flusher writes them. A database that is gone
+        # cannot take them: their leases lapse and other workers take the rows.
+        try:
+            await asyncio.wait_for(self._until_written(), timeout=max(grace, 5.0))
+        except TimeoutError:
+            self._log.error("outcomes_unwritten", rows=len(self._jobs))
+
+    async def _until_written(self) -> None:
+        while self._jobs:
+            self._changed.clear()
+            await self._changed.wait()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_until > time.monotonic()

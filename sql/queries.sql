@@ -1,0 +1,261 @@
+-- Every query mediad runs, as named blocks. Blocks under "stage queries" are templates:
+-- {stage}, {status}, {ready} and the {*_event} names are filled in for each stage by
+-- mediad/sql.py from a fixed table, never from input.
+
+-- stage queries --
+
+-- claim --
+-- Lease a batch of due rows of one stage (queued and due, or leased by a worker whose lease
+-- lapsed), closest to URL expiry first, then oldest; count the attempt and log its start.
+WITH due AS MATERIALIZED (
+    SELECT media_id
+    FROM post_media
+    WHERE {ready}
+      AND {status} IN ('not_started', 'started')
+      AND CASE {status}
+          WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
+          ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
+      END
+    ORDER BY url_expires_at, created_at, media_id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE post_media AS p
+SET {status} = 'started',
+    {stage}_lease_owner = $1,
+    {stage}_lease_expires_at = now() + make_interval(secs => $3),
+    {stage}_next_attempt_at = NULL,
+    {stage}_attempts = p.{stage}_attempts + 1,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{started_event}', 'info', jsonb_strip_nulls(
+        jsonb_build_object(
+            'attempt', p.{stage}_attempts + 1,
+            'worker', $1::text,
+            'reclaimed_from', CASE WHEN p.{status} = 'started' THEN p.{stage}_lease_owner END)))
+FROM due
+WHERE p.media_id = due.media_id
+RETURNING p.media_id, p.post_id, p.platform, p.media_type, p.media_url, p.variants,
+    p.url_expires_at, p.{stage}_attempts AS attempt, p.local_file_path, p.md5_sum,
+    p.sha256_sum, p.file_size, p.mime_type, p.archive_url;
+
+-- heartbeat --
+-- Extend the leases this worker still holds; the rows not returned were lost to another worker.
+UPDATE post_media AS p
+SET {stage}_lease_expires_at = now() + make_interval(secs => $3)
+FROM unnest($1::text[], $2::integer[]) AS h(media_id, attempt)
+WHERE p.media_id = h.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $4
+  AND p.{stage}_attempts = h.attempt
+RETURNING p.media_id;
+
+-- release --
+-- Hand rows back unprocessed (shutdown, a paused stage): due again at once for any worker,
+-- and the interrupted attempt does not count.
+UPDATE post_media AS p
+SET {status} = 'not_started',
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = NULL,
+    {stage}_attempts = greatest(p.{stage}_attempts - 1, 0),
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{released_event}', 'info',
+        jsonb_build_object('attempt', h.attempt, 'worker', $3::text, 'reason', $4::text))
+FROM unnest($1::text[], $2::integer[]) AS h(media_id, attempt)
+WHERE p.media_id = h.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $3
+  AND p.{stage}_attempts = h.attempt
+RETURNING p.media_id;
+
+-- retry --
+-- Re-queue rows after a transient failure, due again after their backoff delay.
+UPDATE post_media AS p
+SET {status} = 'not_started',
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
+    error_code = r.error_code,
+    last_error = r.error,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('retry_scheduled', 'failure',
+        jsonb_build_object(
+            'stage', '{stage}',
+            'attempt', r.attempt,
+            'error_code', r.error_code,
+            'error', r.error,
+            'retry_in_seconds', round(r.delay::numeric, 3),
+            'next_attempt_at', to_char((now() + make_interval(secs => r.delay)) AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+FROM unnest($1::text[], $2::integer[], $3::double precision[], $4::text[], $5::text[])
+    AS r(media_id, attempt, delay, error_code, error)
+WHERE p.media_id = r.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $6
+  AND p.{stage}_attempts = r.attempt
+RETURNING p.media_id;
+
+-- fail --
+-- Give rows up: a permanent failure, or a transient one on the last allowed attempt.
+UPDATE post_media AS p
+SET {status} = 'failed',
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = NULL,
+    error_code = r.error_code,
+    last_error = r.error,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{failed_event}', 'failure',
+        jsonb_build_object('attempt', r.attempt, 'error_code', r.error_code, 'error', r.error))
+FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[])
+    AS r(media_id, attempt, error_code, error)
+WHERE p.media_id = r.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $5
+  AND p.{stage}_attempts = r.attempt
+RETURNING p.media_id;
+
+-- count_due --
+-- How many rows of this stage a claim would take now (run --once stops when all are zero).
+SELECT count(*)
+FROM post_media
+WHERE {ready}
+  AND {status} IN ('not_started', 'started')
+  AND CASE {status}
+      WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
+      ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
+  END;
+
+-- requeue --
+-- Put rows of this stage back in the queue as new (the retry command): attempts start over.
+UPDATE post_media AS p
+SET {status} = 'not_started',
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = NULL,
+    {stage}_attempts = 0,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('requeued', 'info',
+        jsonb_build_object('stage', '{stage}', 'previous_status', p.{status}, 'by', $5::text))
+WHERE p.{status} = ANY($1::text[])
+  AND ($2::text IS NULL OR p.media_id = $2)
+  AND ($3::text IS NULL OR p.error_code = $3)
+  AND ($4::text IS NULL OR p.post_id = $4)
+  AND p.{status} <> 'started'
+RETURNING p.media_id;
+
+-- plain queries --
+
+-- complete_download --
+-- Record finished downloads (fenced on the lease) and open the archive and analysis stages,
+-- or mark them skipped where they are disabled.
+UPDATE post_media AS p
+SET download_status = 'completed',
+    download_lease_owner = NULL,
+    download_lease_expires_at = NULL,
+    download_next_attempt_at = NULL,
+    error_code = NULL,
+    last_error = NULL,
+    local_file_path = x.local_file_path,
+    hosted_url = x.hosted_url,
+    md5_sum = x.md5_sum,
+    sha256_sum = x.sha256_sum,
+    file_size = x.file_size,
+    mime_type = x.mime_type,
+    width = x.width,
+    height = x.height,
+    duration_seconds = x.duration_seconds,
+    metadata = x.metadata,
+    url_expires_at = COALESCE(p.url_expires_at, x.url_expires_at),
+    downloaded_at = now(),
+    archive_status = CASE WHEN $6 AND p.archive_status = 'not_started'
+        THEN 'skipped' ELSE p.archive_status END,
+    ai_analysis_status = CASE WHEN $7 AND p.ai_analysis_status = 'not_started'
+        THEN 'skipped' ELSE p.ai_analysis_status END,
+    ai_analysis_log = p.ai_analysis_log
+        || mediad_event('media_downloaded', 'success', r.details)
+        || CASE WHEN $6 AND p.archive_status = 'not_started'
+           THEN mediad_event('archive_skipped', 'info', '{"reason": "archive.enabled is false"}')
+           ELSE '[]' END
+        || CASE WHEN $7 AND p.ai_analysis_status = 'not_started'
+           THEN mediad_event('ai_analysis_skipped', 'info', '{"reason": "analysis.enabled is false"}')
+           ELSE '[]' END
+FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[]) AS r(media_id, attempt, result, details)
+CROSS JOIN LATERAL jsonb_populate_record(NULL::post_media, r.result) AS x
+WHERE p.media_id = r.media_id
+  AND p.download_status = 'started'
+  AND p.download_lease_owner = $5
+  AND p.download_attempts = r.attempt
+RETURNING p.media_id;
+
+-- stage_counts --
+-- Rows per stage and status, with how many are due now and how many are leased.
+SELECT stage, status, count(*) AS rows,
+    count(*) FILTER (WHERE due) AS due,
+    count(*) FILTER (WHERE leased) AS leased
+FROM post_media,
+LATERAL (VALUES
+    ('download', download_status,
+        download_status = 'not_started' AND coalesce(download_next_attempt_at <= now(), true),
+        download_status = 'started' AND download_lease_expires_at > now()),
+    ('archive', archive_status,
+        archive_status = 'not_started' AND download_status = 'completed'
+            AND coalesce(archive_next_attempt_at <= now(), true),
+        archive_status = 'started' AND archive_lease_expires_at > now()),
+    ('analysis', ai_analysis_status,
+        ai_analysis_status = 'not_started' AND download_status = 'completed'
+            AND coalesce(analysis_next_attempt_at <= now(), true),
+        ai_analysis_status = 'started' AND analysis_lease_expires_at > now())
+) AS s(stage, status, due, leased)
+GROUP BY stage, status
+ORDER BY stage, status;
+
+-- failures_by_code --
+-- Failed rows per stage and error_code, most frequent first.
+SELECT stage, coalesce(error_code, 'unknown') AS error_code, count(*) AS rows
+FROM post_media,
+LATERAL (VALUES ('download', download_status), ('archive', archive_status),
+    ('analysis', ai_analysis_status)) AS s(stage, status)
+WHERE status = 'failed'
+GROUP BY stage, error_code
+ORDER BY rows DESC, stage, error_code;
+
+-- enqueue --
+-- Insert one row as a scraper would, returning its media_id.
+INSERT INTO post_media (post_id, media_url, media_type, platform, variants)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING media_id;
+
+-- list_rows --
+-- Rows, newest first, optionally of one post and/or with one status in any stage.
+SELECT media_id, post_id, platform, media_type, media_url, download_status, archive_status,
+    ai_analysis_status, error_code, local_file_path, hosted_url, archive_url, sha256_sum,
+    file_size, mime_type, created_at, updated_at
+FROM post_media
+WHERE ($1::text IS NULL OR post_id = $1)
+  AND ($2::text IS NULL OR $2 IN (download_status, archive_status, ai_analysis_status))
+ORDER BY created_at DESC, media_id
+LIMIT $3;
+
+-- show_row --
+-- One row, every column.
+SELECT * FROM post_media WHERE media_id = $1;
+
+-- migration_lock --
+-- Serialise migrations across every host (session-level advisory lock).
+SELECT pg_advisory_lock($1);
+
+-- migration_unlock --
+-- Let the next host migrate.
+SELECT pg_advisory_unlock($1);
+
+-- migration_table --
+-- Where applied migrations are recorded.
+CREATE TABLE IF NOT EXISTS mediad_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- migrations_applied --
+-- The versions applied so far.
+SELECT version FROM mediad_migrations;
+
+-- migration_record --
+-- Record one applied migration.
+INSERT INTO mediad_migrations (version, name) VALUES ($1, $2);
