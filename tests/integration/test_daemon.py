@@ -1,0 +1,293 @@
+"""The daemon in-process against a real PostgreSQL: pools, retries, NOTIFY, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+
+from mediad import errors
+from mediad.stage import Result, Row
+from tests.support import (
+    event_names,
+    insert_rows,
+    row,
+    run_once,
+    running_daemon,
+    wait_for,
+)
+
+
+async def test_run_once_processes_every_row(pool: asyncpg.Pool[Any]) -> None:
+    """run --once completes every due row, logging start and finish, and returns."""
+    ids = await insert_rows(pool, 250)
+    seen: list[str] = []
+
+    async def process(r: Row) -> Result:
+        seen.append(r.media_id)
+        return Result(columns={"file_size": 1}, details={"n": 1})
+
+    await run_once(pool_url(pool), process, download_concurrency="8")
+    assert sorted(seen) == sorted(ids)
+    statuses = await pool.fetch(
+        "SELECT download_status, download_lease_owner, archive_status, ai_analysis_status,"
+        " ai_analysis_log FROM post_media"
+    )
+    for r in statuses:
+        assert r["download_status"] == "completed"
+        assert r["download_lease_owner"] is None
+        assert (r["archive_status"], r["ai_analysis_status"]) == ("skipped", "skipped")
+        assert event_names(r["ai_analysis_log"]) == [
+            "download_started",
+            "media_downloaded",
+            "archive_skipped",
+            "ai_analysis_skipped",
+        ]
+
+
+def pool_url(pool: asyncpg.Pool[Any]) -> str:
+    return pool._connect_kwargs["dsn"] if "dsn" in pool._connect_kwargs else pool._connect_args[0]  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_concurrency_is_bounded(pool: asyncpg.Pool[Any]) -> None:
+    """No more rows run at once than download.concurrency."""
+    await insert_rows(pool, 60)
+    running = peak = 0
+
+    async def process(r: Row) -> Result:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        running -= 1
+        return Result()
+
+    await run_once(pool_url(pool), process, download_concurrency="5")
+    assert 1 < peak <= 5
+
+
+async def test_transient_errors_back_off_then_fail_at_max_attempts(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A transient error re-queues with a growing delay; the last allowed attempt fails the row."""
+    [media_id] = await insert_rows(pool, 1)
+    attempts: list[int] = []
+
+    async def process(r: Row) -> Result:
+        attempts.append(r.attempt)
+        raise errors.TransientError("HTTP 503", error_code="http_5xx")
+
+    delays = []
+    for attempt in (1, 2):
+        await run_once(pool_url(pool), process, download_max_attempts="3")
+        r = await row(pool, media_id)
+        assert r["download_status"] == "not_started"
+        assert r["error_code"] == "http_5xx"
+        delays.append(r["ai_analysis_log"][-1]["details"]["retry_in_seconds"])
+        assert attempts == list(range(1, attempt + 1)), "not due again until the backoff passes"
+        # Stand-in for the backoff delay passing.
+        await pool.execute("UPDATE post_media SET download_next_attempt_at = now()")
+    # backoff_base 10s: attempt 1 waits 5-10s, attempt 2 waits 10-20s.
+    assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20
+    await run_once(pool_url(pool), process, download_max_attempts="3")
+    r = await row(pool, media_id)
+    assert attempts == [1, 2, 3]
+    assert (r["download_status"], r["error_code"]) == ("failed", "http_5xx")
+    assert "after 3 attempts" in r["last_error"]
+    assert event_names(r["ai_analysis_log"]) == [
+        "download_started",
+        "retry_scheduled",
+        "download_started",
+        "retry_scheduled",
+        "download_started",
+        "download_failed",
+    ]
+
+
+async def test_retry_after_sets_the_delay(pool: asyncpg.Pool[Any]) -> None:
+    """A Retry-After longer than the backoff decides when the row is due again."""
+    [media_id] = await insert_rows(pool, 1)
+
+    async def process(r: Row) -> Result:
+        raise errors.TransientError("429", error_code="rate_limited", retry_after=600)
+
+    await run_once(pool_url(pool), process)
+    r = await row(pool, media_id)
+    assert r["ai_analysis_log"][-1]["details"]["retry_in_seconds"] == 600
+
+
+async def test_permanent_errors_fail_at_once(pool: asyncpg.Pool[Any]) -> None:
+    """A permanent error fails the row on its first attempt with its error_code."""
+    [media_id] = await insert_rows(pool, 1)
+
+    async def process(r: Row) -> Result:
+        raise errors.PermanentError("HTTP 404", error_code="http_404")
+
+    await run_once(pool_url(pool), process)
+    r = await row(pool, media_id)
+    assert (r["download_status"], r["error_code"], r["download_attempts"]) == (
+        "failed",
+        "http_404",
+        1,
+    )
+    assert r["ai_analysis_log"][-1]["details"] == {
+        "attempt": 1,
+        "error_code": "http_404",
+        "error": "HTTP 404",
+    }
+
+
+async def test_a_crashing_stage_does_not_crash_the_daemon(pool: asyncpg.Pool[Any]) -> None:
+    """An unexpected exception is an internal_error retry for that row; the others complete."""
+    ids = await insert_rows(pool, 3)
+
+    async def process(r: Row) -> Result:
+        if r.media_id == ids[1]:
+            raise ZeroDivisionError("boom")
+        return Result()
+
+    await run_once(pool_url(pool), process)
+    assert (await row(pool, ids[0]))["download_status"] == "completed"
+    bad = await row(pool, ids[1])
+    assert (bad["download_status"], bad["error_code"]) == ("not_started", "internal_error")
+    assert "ZeroDivisionError: boom" in bad["last_error"]
+    assert (await row(pool, ids[2]))["download_status"] == "completed"
+
+
+async def test_a_paused_stage_fails_nothing(pool: asyncpg.Pool[Any]) -> None:
+    """When the stage cannot work at all (disk full), rows are handed back, not failed."""
+    ids = await insert_rows(pool, 3)
+
+    async def process(r: Row) -> Result:
+        raise errors.StagePausedError("No space left on device", error_code="disk_full")
+
+    await run_once(pool_url(pool), process)
+    for media_id in ids:
+        r = await row(pool, media_id)
+        assert r["download_status"] == "not_started"
+        assert r["download_attempts"] == 0
+        assert r["error_code"] is None
+
+
+async def test_notify_wakes_an_idle_daemon(pool: asyncpg.Pool[Any]) -> None:
+    """A plain INSERT is picked up at once through NOTIFY, long before the next poll."""
+    claimed = asyncio.Event()
+
+    async def process(r: Row) -> Result:
+        claimed.set()
+        return Result()
+
+    url = pool_url(pool)
+    async with running_daemon(url, process, daemon_poll_interval="10m"):
+        # Give the pool its first (empty) look so it is idle and waiting.
+        await wait_for(lambda: _listening(pool))
+        started = time.monotonic()
+        await insert_rows(pool, 1)
+        await asyncio.wait_for(claimed.wait(), timeout=5)
+        assert time.monotonic() - started < 5
+
+
+async def _listening(pool: asyncpg.Pool[Any]) -> bool:
+    count = await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+    )
+    return bool(count)
+
+
+async def test_listen_connection_is_reestablished(pool: asyncpg.Pool[Any]) -> None:
+    """When the LISTEN connection is killed, the daemon reconnects and still hears inserts."""
+    claimed = asyncio.Event()
+
+    async def process(r: Row) -> Result:
+        claimed.set()
+        return Result()
+
+    async with running_daemon(pool_url(pool), process, daemon_poll_interval="10m"):
+        await wait_for(lambda: _listening(pool))
+        await pool.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+        )
+        await wait_for(lambda: _listening(pool))
+        await insert_rows(pool, 1)
+        await asyncio.wait_for(claimed.wait(), timeout=5)
+
+
+async def test_shutdown_finishes_quick_work_and_releases_the_rest(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """On stop, rows that finish within the grace complete; the others are released at once."""
+    quick, stuck = await insert_rows(pool, 2)
+    both_started = asyncio.Event()
+    started: set[str] = set()
+    finish_quick = asyncio.Event()
+
+    async def process(r: Row) -> Result:
+        started.add(r.media_id)
+        if len(started) == 2:
+            both_started.set()
+        if r.media_id == quick:
+            await finish_quick.wait()
+            return Result()
+        await asyncio.Event().wait()  # never finishes on its own
+        raise AssertionError("unreachable")
+
+    async with running_daemon(pool_url(pool), process, daemon_shutdown_grace="1s") as stop:
+        await asyncio.wait_for(both_started.wait(), timeout=10)
+        stop.set()
+        finish_quick.set()
+    q, s = await row(pool, quick), await row(pool, stuck)
+    assert q["download_status"] == "completed"
+    assert s["download_status"] == "not_started"
+    assert s["download_lease_owner"] is None
+    assert s["download_attempts"] == 0
+    assert s["ai_analysis_log"][-1]["event"] == "download_released"
+    assert s["ai_analysis_log"][-1]["details"]["reason"] == "shutdown"
+
+
+async def test_heartbeats_keep_a_long_job_from_running_twice(pool: asyncpg.Pool[Any]) -> None:
+    """A job longer than its lease keeps it by heartbeats, so no second worker takes it."""
+    [media_id] = await insert_rows(pool, 1)
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    async def process(r: Row) -> Result:
+        runs.append(r.attempt)
+        await release.wait()
+        return Result()
+
+    async with running_daemon(pool_url(pool), process, daemon_lease="2s"):
+        await wait_for(lambda: _started(pool, media_id))
+        first_expiry = await _expiry(pool, media_id)
+        await wait_for(lambda: _expiry_after(pool, media_id, first_expiry), timeout=10)
+        # The lease was renewed: the row is still leased past its first expiry.
+        async with running_daemon(pool_url(pool), process, daemon_lease="2s"):
+            await wait_for(lambda: _expiry_after(pool, media_id, first_expiry + 2), timeout=10)
+        release.set()
+        await wait_for(lambda: _status_is(pool, media_id, "completed"))
+    assert runs == [1]
+
+
+async def _started(pool: asyncpg.Pool[Any], media_id: str) -> bool:
+    return await _status_is(pool, media_id, "started")
+
+
+async def _status_is(pool: asyncpg.Pool[Any], media_id: str, status: str) -> bool:
+    return bool(await pool.fetchval(
+        "SELECT download_status = $2 FROM post_media WHERE media_id = $1", media_id, status
+    ))
+
+
+async def _expiry(pool: asyncpg.Pool[Any], media_id: str) -> float:
+    value = await pool.fetchval(
+        "SELECT extract(epoch FROM download_lease_expires_at) FROM post_media WHERE media_id = $1",
+        media_id,
+    )
+    return float(value)
+
+
+async def _expiry_after(pool: asyncpg.Pool[Any], media_id: str, when: float) -> bool:
+    return await _expiry(pool, media_id) > when

@@ -1,0 +1,207 @@
+"""The queue against a real PostgreSQL: claims, leases, fencing and the event log."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from mediad import download
+from mediad.queue import Completed, Failed, Released, Retry, StageQueue
+from mediad.stage import Result
+from tests.support import event_names, insert_rows, make_config, noop, row
+
+
+def queue(pool: asyncpg.Pool[Any], owner: str, lease: float = 60.0) -> StageQueue:
+    stage = download.make_stage(make_config(), noop)
+    return StageQueue(pool, stage, owner, lease)
+
+
+async def expire_leases(pool: asyncpg.Pool[Any]) -> None:
+    """Stand-in for time passing beyond the lease: a dead worker never renews it."""
+    await pool.execute(
+        "UPDATE post_media SET download_lease_expires_at = now() - interval '1 second'"
+        " WHERE download_status = 'started'"
+    )
+
+
+async def test_concurrent_claimers_never_share_a_row(pool: asyncpg.Pool[Any]) -> None:
+    """Four claimers draining one queue at once each get distinct rows, and all rows are taken."""
+    ids = await insert_rows(pool, 2000)
+    claimers = [queue(pool, f"w{i}") for i in range(4)]
+
+    async def drain(q: StageQueue) -> list[str]:
+        taken: list[str] = []
+        while batch := await q.claim(37):
+            taken += [r.media_id for r in batch]
+        return taken
+
+    results = await asyncio.gather(*(drain(q) for q in claimers))
+    every = [media_id for taken in results for media_id in taken]
+    assert len(every) == len(set(every)) == 2000
+    assert set(every) == set(ids)
+    assert all(results), "each claimer took part"
+    owners = await pool.fetch(
+        "SELECT download_lease_owner, count(*) FROM post_media GROUP BY 1"
+    )
+    assert {r["download_lease_owner"] for r in owners} == {"w0", "w1", "w2", "w3"}
+
+
+async def test_claim_takes_rows_nearest_expiry_first_then_oldest(pool: asyncpg.Pool[Any]) -> None:
+    """Signed URLs about to die are fetched before older rows without expiry."""
+    old = await insert_rows(pool, 2)
+    fb = await insert_rows(
+        pool, 2, url="https://scontent.fbcdn.net/v/{i}.jpg?oe=" + "7A000000"
+    )
+    soon = await insert_rows(pool, 1, url="https://scontent.fbcdn.net/v/s.jpg?oe=79000000")
+    claimed = [r.media_id for r in await queue(pool, "w").claim(10)]
+    # Rows inserted in one transaction share created_at; their mutual order is free.
+    assert claimed[:1] == soon
+    assert set(claimed[1:3]) == set(fb)
+    assert set(claimed[3:]) == set(old)
+
+
+async def test_claim_leases_and_logs_the_start(pool: asyncpg.Pool[Any]) -> None:
+    """A claim marks the row started, sets owner and expiry, counts the attempt, logs it."""
+    [media_id] = await insert_rows(pool, 1)
+    [claimed] = await queue(pool, "w1", lease=30).claim(5)
+    assert claimed.media_id == media_id and claimed.attempt == 1
+    r = await row(pool, media_id)
+    assert r["download_status"] == "started"
+    assert r["download_lease_owner"] == "w1"
+    assert r["download_attempts"] == 1
+    lease_left = await pool.fetchval(
+        "SELECT extract(epoch FROM download_lease_expires_at - now()) FROM post_media"
+    )
+    assert 25 < lease_left <= 30
+    [entry] = r["ai_analysis_log"]
+    assert entry["event"] == "download_started"
+    assert entry["status"] == "info"
+    assert entry["details"] == {"attempt": 1, "worker": "w1"}
+    assert entry["timestamp"].endswith("Z")
+
+
+async def test_live_lease_is_not_claimed_twice(pool: asyncpg.Pool[Any]) -> None:
+    """While a worker holds a lease, no other claimer gets the row."""
+    await insert_rows(pool, 3)
+    assert len(await queue(pool, "a").claim(10)) == 3
+    assert await queue(pool, "b").claim(10) == []
+
+
+async def test_lapsed_lease_is_reclaimed(pool: asyncpg.Pool[Any]) -> None:
+    """A dead worker's rows go to another worker once the lease lapses, as a new attempt."""
+    await insert_rows(pool, 3)
+    dead = await queue(pool, "dead").claim(10)
+    await expire_leases(pool)
+    taken = await queue(pool, "alive").claim(10)
+    assert {r.media_id for r in taken} == {r.media_id for r in dead}
+    assert {r.attempt for r in taken} == {2}
+    r = await row(pool, taken[0].media_id)
+    assert r["ai_analysis_log"][-1]["details"]["reclaimed_from"] == "dead"
+
+
+async def test_heartbeat_keeps_the_lease_and_reports_losses(pool: asyncpg.Pool[Any]) -> None:
+    """A heartbeat extends the leases still held and leaves out the ones lost."""
+    await insert_rows(pool, 2)
+    a = queue(pool, "a", lease=5)
+    first, second = await a.claim(2)
+    await expire_leases(pool)
+    # The first row is taken over by b; a still believes it holds both.
+    await pool.execute(
+        "UPDATE post_media SET download_lease_expires_at = now() + interval '1 hour'"
+        " WHERE media_id = $1",
+        second.media_id,
+    )
+    [taken] = await queue(pool, "b").claim(5)
+    assert taken.media_id == first.media_id
+    held = await a.heartbeat([first, second])
+    assert held == {second.media_id}
+    left = await pool.fetchval(
+        "SELECT extract(epoch FROM download_lease_expires_at - now()) FROM post_media"
+        " WHERE media_id = $1",
+        second.media_id,
+    )
+    assert 0 < left <= 5
+
+
+async def test_late_writer_is_fenced(pool: asyncpg.Pool[Any]) -> None:
+    """A worker whose lease was taken over cannot overwrite the new owner's result."""
+    [media_id] = await insert_rows(pool, 1)
+    slow, fast = queue(pool, "slow"), queue(pool, "fast")
+    [stale] = await slow.claim(1)
+    await expire_leases(pool)
+    [fresh] = await fast.claim(1)
+    done = Result(columns={"sha256_sum": "a" * 64}, details={"by": "fast"})
+    assert await fast.finish([Completed(fresh, done)]) == {media_id}
+    late = Result(columns={"sha256_sum": "b" * 64}, details={"by": "slow"})
+    assert await slow.finish([Completed(stale, late)]) == set()
+    assert await slow.finish([Failed(stale, "timeout", "late")]) == set()
+    r = await row(pool, media_id)
+    assert r["download_status"] == "completed"
+    assert r["sha256_sum"] == "a" * 64
+    assert r["error_code"] is None
+    assert event_names(r["ai_analysis_log"])[-3:] == [
+        "media_downloaded",
+        "archive_skipped",
+        "ai_analysis_skipped",
+    ]
+
+
+async def test_finish_writes_each_outcome_with_its_event(pool: asyncpg.Pool[Any]) -> None:
+    """One batch records completions, retries, failures and releases, each with its event."""
+    ids = await insert_rows(pool, 4)
+    q = queue(pool, "w")
+    rows = {r.media_id: r for r in await q.claim(4)}
+    a, b, c, d = (rows[i] for i in ids)
+    written = await q.finish(
+        [
+            Completed(a, Result(columns={"file_size": 10}, details={"file_size": 10})),
+            Retry(b, 12.5, "http_5xx", "HTTP 503 from https://cdn.example/1.jpg?sig=x"),
+            Failed(c, "http_404", "HTTP 404"),
+            Released(d, "shutdown"),
+        ]
+    )
+    assert written == set(ids)
+    ra, rb, rc, rd = [await row(pool, i) for i in ids]
+    assert (ra["download_status"], ra["file_size"]) == ("completed", 10)
+    assert ra["ai_analysis_log"][-3]["details"] == {"file_size": 10}
+    assert rb["download_status"] == "not_started"
+    assert rb["error_code"] == "http_5xx"
+    assert "sig=x" not in rb["last_error"]
+    retry_event = rb["ai_analysis_log"][-1]
+    assert retry_event["event"] == "retry_scheduled"
+    assert retry_event["status"] == "failure"
+    assert retry_event["details"]["error_code"] == "http_5xx"
+    assert retry_event["details"]["retry_in_seconds"] == 12.5
+    due_in = await pool.fetchval(
+        "SELECT extract(epoch FROM download_next_attempt_at - now()) FROM post_media"
+        " WHERE media_id = $1",
+        b.media_id,
+    )
+    assert 11 < due_in <= 12.5
+    assert (rc["download_status"], rc["error_code"]) == ("failed", "http_404")
+    assert rc["ai_analysis_log"][-1]["event"] == "download_failed"
+    assert rc["ai_analysis_log"][-1]["details"]["error_code"] == "http_404"
+    assert rd["download_status"] == "not_started"
+    assert rd["download_attempts"] == 0
+    assert rd["ai_analysis_log"][-1]["event"] == "download_released"
+    # The retried row is not due yet; the released one is due at once.
+    assert [r.media_id for r in await q.claim(10)] == [d.media_id]
+
+
+async def test_requeue_puts_failed_rows_back(pool: asyncpg.Pool[Any]) -> None:
+    """The retry command's query re-queues failed rows with attempts reset and an event."""
+    ids = await insert_rows(pool, 2)
+    q = queue(pool, "w")
+    claimed = await q.claim(2)
+    await q.finish([Failed(r, "http_404", "gone") for r in claimed])
+    from mediad import queries
+
+    requeued = await pool.fetch(
+        queries.for_stage("download")["requeue"], ["failed"], None, "http_404", None, "test"
+    )
+    assert {r["media_id"] for r in requeued} == set(ids)
+    r = await row(pool, ids[0])
+    assert (r["download_status"], r["download_attempts"]) == ("not_started", 0)
+    assert r["ai_analysis_log"][-1]["event"] == "requeued"

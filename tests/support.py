@@ -1,0 +1,95 @@
+"""Helpers shared by tests: configs, trivial stages, and running the daemon in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import asyncpg
+
+from mediad import config, daemon, download
+from mediad.stage import Result, Row, Stage
+
+
+def make_config(**overrides: str) -> config.Config:
+    """A config from defaults plus MEDIAD_* style overrides given as section_key=value."""
+    env = {"MEDIAD_" + key.upper(): value for key, value in overrides.items()}
+    return config.load(None, env=env)
+
+
+def trivial_factory(
+    process: Callable[[Row], Awaitable[Result]],
+) -> Callable[[config.Config], contextlib.AbstractAsyncContextManager[Stage | None]]:
+    """A download stage whose work is `process`, for testing the queue machinery alone."""
+
+    @contextlib.asynccontextmanager
+    async def factory(cfg: config.Config) -> AsyncIterator[Stage | None]:
+        yield download.make_stage(cfg, process)
+
+    return factory
+
+
+async def noop(row: Row) -> Result:
+    return Result(details={"noop": True})
+
+
+async def run_once(
+    url: str, process: Callable[[Row], Awaitable[Result]] = noop, **overrides: str
+) -> None:
+    """`mediad run --once` in-process, with a trivial download stage."""
+    cfg = make_config(**overrides)
+    await daemon.run(cfg, once=True, url=url, factories=[trivial_factory(process)])
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    url: str, process: Callable[[Row], Awaitable[Result]], **overrides: str
+) -> AsyncIterator[asyncio.Event]:
+    """The daemon running in the background until the block ends; yields its stop event."""
+    stop = asyncio.Event()
+    cfg = make_config(**overrides)
+    task = asyncio.create_task(
+        daemon.run(cfg, url=url, factories=[trivial_factory(process)], stop=stop)
+    )
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def insert_rows(
+    pool: asyncpg.Pool[Any], count: int, *, url: str = "https://cdn.example/{i}.jpg", **extra: Any
+) -> list[str]:
+    """Insert rows the way a scraper does; returns their media_ids in insertion order."""
+    ids = []
+    async with pool.acquire() as conn, conn.transaction():
+        for i in range(count):
+            media_id = await conn.fetchval(
+                "INSERT INTO post_media (post_id, media_url, media_type) VALUES ($1, $2, $3)"
+                " RETURNING media_id",
+                extra.get("post_id", f"post-{i}"),
+                url.format(i=i),
+                extra.get("media_type", "image"),
+            )
+            ids.append(media_id)
+    return ids
+
+
+async def row(pool: asyncpg.Pool[Any], media_id: str) -> Mapping[str, Any]:
+    record = await pool.fetchrow("SELECT * FROM post_media WHERE media_id = $1", media_id)
+    assert record is not None
+    return dict(record)
+
+
+def event_names(log: list[dict[str, Any]]) -> list[str]:
+    return [entry["event"] for entry in log]
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until an async condition holds (checked as state changes), failing after `timeout`."""
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.02)
