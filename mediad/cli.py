@@ -233,9 +233,8 @@ async def _show(cfg: config.Config, args: argparse.Namespace) -> int:
         print("log:")
         for entry in log_entries:
             details = json.dumps(entry.get("details", {}), sort_keys=True)
-            print(
-                f"  {entry.get('timestamp')}  {entry.get('event'):<24} {entry.get('status'):<8} {details}"
-            )
+            when, event, status = entry.get("timestamp"), entry.get("event"), entry.get("status")
+            print(f"  {when}  {event:<24} {status:<8} {details}")
         return EXIT_OK
 
     return await _with_pool(cfg, work)

@@ -1,12 +1,37 @@
-"""The download stage (placeholder until the fetcher lands)."""
+"""The download stage: a row's URL becomes a verified, content-addressed file on disk.
+
+validate ▸ pick the best source ▸ fetch (streamed, hashed) ▸ probe ▸ store ▸ record.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+import aiohttp
+import structlog
+from yarl import URL
+
+from mediad import errors, netguard, platforms, probe
+from mediad.breaker import HostBreaker
 from mediad.config import Config
-from mediad.stage import Process, Stage
+from mediad.fetch import Fetched, Fetcher, HttpStatusError, check_url
+from mediad.stage import Process, Result, Row, Stage
+from mediad.store import Store, StoredFile
+
+log = structlog.get_logger(__name__)
+
+MAX_URL_LENGTH = 8192
+MEDIA_TYPES = frozenset({"image", "video", "gif", "audio", "document"})
+# What scrapers commonly write for our types (Twitter's API says photo and animated_gif).
+MEDIA_TYPE_ALIASES = {"photo": "image", "animated_gif": "gif"}
+# Decoding is CPU- and memory-hungry (a large PNG decodes to hundreds of MB): a few at once.
+_PROBES_AT_ONCE = 2
 
 
 def make_stage(config: Config, process: Process) -> Stage:
@@ -23,4 +48,190 @@ def make_stage(config: Config, process: Process) -> Stage:
 
 @contextlib.asynccontextmanager
 async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
-    yield None
+    """Open the store and the one HTTP session for the daemon's life."""
+    try:
+        allowed = netguard.parse_networks(config.download.allowed_networks)
+    except ValueError as exc:
+        raise errors.ConfigError(f"download.allowed_networks: {exc}") from None
+    root = await asyncio.to_thread(Path(config.storage.root).resolve)
+    store = Store(root, config.storage.public_base_url or None)
+    removed = await asyncio.to_thread(store.clean_temp)
+    if removed:
+        log.info("temp_files_removed", count=removed)
+    connector = netguard.make_connector(
+        allowed,
+        limit=config.download.concurrency,
+        limit_per_host=config.download.per_host_concurrency,
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=config.download.connect_timeout,
+        sock_read=config.download.read_timeout,
+    )
+    async with aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        headers={"User-Agent": config.download.user_agent, "Accept-Encoding": "identity"},
+        auto_decompress=False,
+        trust_env=False,  # a proxy would make the SSRF guard check the proxy, not the origin
+    ) as session:
+        fetcher = Fetcher(
+            session,
+            max_file_size=config.storage.max_file_size,
+            total_timeout=config.download.total_timeout,
+        )
+        downloader = Downloader(store, fetcher)
+        yield make_stage(config, downloader.process)
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    source_url: str
+    fetched: Fetched
+    info: probe.MediaInfo
+    stored: StoredFile
+
+
+def validate(row: Row) -> str:
+    """The URL to start from, or a BadRowError naming what is wrong with the row."""
+    if row.media_type not in MEDIA_TYPES and row.media_type not in MEDIA_TYPE_ALIASES:
+        raise errors.PermanentError(
+            f"media_type {row.media_type!r} is not one of {', '.join(sorted(MEDIA_TYPES))}",
+            error_code="bad_media_type",
+        )
+    url = (row.media_url or "").strip()
+    if not url:
+        raise errors.BadRowError("media_url is empty")
+    if len(url) > MAX_URL_LENGTH:
+        raise errors.BadRowError(
+            f"media_url is {len(url)} characters; the limit is {MAX_URL_LENGTH}"
+        )
+    check_url(url)
+    return url
+
+
+def source_url(row: Row, url: str) -> str:
+    """The best source: the highest-bitrate variant when the row lists any, else its URL."""
+    if isinstance(row.variants, list) and row.variants:
+        best = platforms.best_variant([v for v in row.variants if isinstance(v, dict)])
+        if best is not None:
+            return str(best["url"])
+    return url
+
+
+class Downloader:
+    """Turns one row into a stored file; concurrent rows with the same source share one fetch."""
+
+    def __init__(self, store: Store, fetcher: Fetcher, breaker: HostBreaker | None = None) -> None:
+        self._store = store
+        self._fetcher = fetcher
+        self._breaker = breaker or HostBreaker()
+        self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
+        self._probe_slots = asyncio.Semaphore(_PROBES_AT_ONCE)
+
+    async def process(self, row: Row) -> Result:
+        source = source_url(row, validate(row))
+        expires_at = row.url_expires_at or platforms.url_expires_at(source)
+        done = await self._single_flight(source, expires_at)
+        return _result(row, done, expires_at)
+
+    async def _single_flight(self, source: str, expires_at: datetime | None) -> Downloaded:
+        shared = self._in_flight.get(source)
+        if shared is not None:
+            log.info("download_shared", source=platforms.redact_url(source))
+            return await asyncio.shield(shared)
+        future: asyncio.Future[Downloaded] = asyncio.get_running_loop().create_future()
+        self._in_flight[source] = future
+        try:
+            done = await self._download(source, expires_at)
+        except asyncio.CancelledError:
+            # Our lease was lost or we are stopping; the rows sharing this fetch are not.
+            _fail(future, errors.TransientFetchError("the shared download was interrupted"))
+            raise
+        except Exception as exc:
+            _fail(future, exc)
+            raise
+        else:
+            future.set_result(done)
+            return done
+        finally:
+            del self._in_flight[source]
+
+    async def _download(self, source: str, expires_at: datetime | None) -> Downloaded:
+        host = URL(source).host or ""
+        wait = self._breaker.blocked_for(host)
+        if wait > 0:
+            raise errors.DeferredError(
+                f"{host} is backing off after repeated failures",
+                error_code="host_backoff",
+                delay=wait,
+            )
+        candidates = platforms.candidate_urls(source)
+        for index, candidate in enumerate(candidates):
+            try:
+                done = await self._fetch_one(candidate, expires_at)
+            except HttpStatusError as exc:
+                # The best size of a Twitter image may not exist: try the next one down.
+                if exc.status in (400, 403, 404) and index + 1 < len(candidates):
+                    continue
+                self._note_failure(host, exc)
+                raise
+            except errors.TransientFetchError as exc:
+                self._note_failure(host, exc)
+                raise
+            self._breaker.success(host)
+            return done
+        raise AssertionError("candidate_urls always returns at least one URL")
+
+    def _note_failure(self, host: str, exc: errors.StageError) -> None:
+        if isinstance(exc, errors.TransientError) and self._breaker.failure(host):
+            log.warning("host_backing_off", host=host, error_code=exc.error_code)
+
+    async def _fetch_one(self, url: str, expires_at: datetime | None) -> Downloaded:
+        with self._store.open_temp() as tmp:
+            fetched = await self._fetcher.fetch_into(url, tmp, expires_at=expires_at)
+            async with self._probe_slots:
+                info = await asyncio.to_thread(
+                    probe.probe_file, tmp.path, declared_type=fetched.content_type
+                )
+            stored = await asyncio.to_thread(self._store.commit, tmp, info.folder, info.extension)
+        return Downloaded(url, fetched, info, stored)
+
+
+def _fail(future: asyncio.Future[Downloaded], exc: BaseException) -> None:
+    future.set_exception(exc)
+    future.exception()  # retrieved here, so a fetch nobody shared logs no "never retrieved"
+
+
+def _result(row: Row, done: Downloaded, expires_at: datetime | None) -> Result:
+    fetched, info, stored = done.fetched, done.info, done.stored
+    fetch_meta: dict[str, Any] = {
+        "url": platforms.redact_url(done.source_url),
+        "final_url": platforms.redact_url(fetched.final_url),
+        "headers": fetched.headers,
+        "seconds": fetched.seconds,
+    }
+    columns: dict[str, Any] = {
+        "local_file_path": str(stored.path),
+        "hosted_url": stored.hosted_url,
+        "md5_sum": stored.md5,
+        "sha256_sum": stored.sha256,
+        "file_size": stored.size,
+        "mime_type": info.mime_type,
+        "width": info.width,
+        "height": info.height,
+        "duration_seconds": info.duration_seconds,
+        "metadata": {**info.metadata, "fetch": fetch_meta},
+        "url_expires_at": expires_at.isoformat() if expires_at else None,
+    }
+    details = {
+        "file_size": stored.size,
+        "mime_type": info.mime_type,
+        "sha256": stored.sha256,
+        "deduplicated": stored.existed,
+        "final_url": fetch_meta["final_url"],
+        "seconds": fetched.seconds,
+    }
+    if done.source_url != row.media_url:
+        details["source_url"] = fetch_meta["url"]
+    return Result(columns=columns, details=details)

@@ -44,7 +44,7 @@ class PermanentError(StageError):
 
 
 class BadRowError(PermanentError):
-    """The row itself is malformed: an empty, unparseable or non-http(s) URL, an unknown media type."""
+    """The row itself is malformed: an empty, unparseable or non-http(s) URL, say."""
 
     error_code = "bad_url"
 
@@ -58,6 +58,17 @@ class StagePausedError(StageError):
     def __init__(self, message: str, *, error_code: str, pause_for: float = 30.0) -> None:
         super().__init__(message, error_code=error_code)
         self.pause_for = pause_for
+
+
+class DeferredError(StageError):
+    """Not this row's fault and not worth an attempt (its host is backing off): try it later.
+
+    The row is re-queued `delay` seconds ahead and the attempt is not counted.
+    """
+
+    def __init__(self, message: str, *, error_code: str, delay: float) -> None:
+        super().__init__(message, error_code=error_code)
+        self.delay = delay
 
 
 # Fetch errors: the taxonomy of issue 3 lives beside the fetcher, built on these roots.

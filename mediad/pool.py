@@ -15,7 +15,7 @@ import asyncpg
 import structlog
 
 from mediad import errors
-from mediad.queue import Completed, Failed, Outcome, Released, Retry, StageQueue
+from mediad.queue import Completed, Deferred, Failed, Outcome, Released, Retry, StageQueue
 from mediad.retry import Backoff
 from mediad.stage import Row, Stage
 
@@ -146,7 +146,15 @@ class StagePool:
         with structlog.contextvars.bound_contextvars(
             media_id=row.media_id, stage=self.stage.name, attempt=row.attempt
         ):
-            outcome = await self._outcome(row)
+            try:
+                outcome = await self._outcome(row)
+            except asyncio.CancelledError:
+                if job.cancelled_for is not None:
+                    raise  # the pool cancelled it and decides what becomes of the row
+                # Cancelled from inside the stage: never leave the row stuck in flight.
+                outcome = self._retry_or_fail(
+                    row, "internal_error", "processing was cancelled", None
+                )
         self._submit(outcome)
 
     async def _outcome(self, row: Row) -> Outcome:
@@ -155,6 +163,9 @@ class StagePool:
         except errors.StagePausedError as exc:
             self.pause(exc.pause_for, f"{exc.error_code}: {exc}")
             return Released(row, reason=exc.error_code)
+        except errors.DeferredError as exc:
+            self._log.info("row_deferred", reason=exc.error_code, delay=round(exc.delay, 1))
+            return Deferred(row, exc.delay, exc.error_code, str(exc))
         except errors.PermanentError as exc:
             self._log.warning("row_failed", error_code=exc.error_code, error=str(exc))
             return Failed(row, exc.error_code, str(exc))
@@ -214,7 +225,7 @@ class StagePool:
                 self._log.warning("result_discarded_lease_lost", media_id=media_id)
             elif isinstance(outcome, Completed):
                 self.stats.completed += 1
-            elif isinstance(outcome, Retry):
+            elif isinstance(outcome, Retry | Deferred):
                 self.stats.retried += 1
             elif isinstance(outcome, Failed):
                 self.stats.failed += 1

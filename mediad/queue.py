@@ -31,6 +31,14 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    row: Row
+    delay: float
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
 class Failed:
     row: Row
     error_code: str
@@ -43,7 +51,7 @@ class Released:
     reason: str
 
 
-Outcome = Completed | Retry | Failed | Released
+Outcome = Completed | Retry | Deferred | Failed | Released
 
 
 class StageQueue:
@@ -84,6 +92,7 @@ class StageQueue:
         written: set[str] = set()
         completed = [o for o in outcomes if isinstance(o, Completed)]
         retries = [o for o in outcomes if isinstance(o, Retry)]
+        deferrals = [o for o in outcomes if isinstance(o, Deferred)]
         failures = [o for o in outcomes if isinstance(o, Failed)]
         releases = [o for o in outcomes if isinstance(o, Released)]
         if completed:
@@ -104,6 +113,16 @@ class StageQueue:
                 [o.delay for o in retries],
                 [o.error_code for o in retries],
                 [events.redact_text(o.error) for o in retries],
+                self.owner,
+            )
+        if deferrals:
+            written |= await self._write(
+                self._sql["defer"],
+                [o.row.media_id for o in deferrals],
+                [o.row.attempt for o in deferrals],
+                [o.delay for o in deferrals],
+                [o.reason for o in deferrals],
+                [events.redact_text(o.error) for o in deferrals],
                 self.owner,
             )
         if failures:

@@ -92,6 +92,26 @@ WHERE p.media_id = r.media_id
   AND p.{stage}_attempts = r.attempt
 RETURNING p.media_id;
 
+-- defer --
+-- Re-queue rows not worth an attempt now (their host is backing off): due after the delay,
+-- and the attempt they were claimed for does not count.
+UPDATE post_media AS p
+SET {status} = 'not_started',
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
+    {stage}_attempts = greatest(p.{stage}_attempts - 1, 0),
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{stage}_deferred', 'info',
+        jsonb_build_object('reason', r.error_code, 'error', r.error,
+            'retry_in_seconds', round(r.delay::numeric, 3)))
+FROM unnest($1::text[], $2::integer[], $3::double precision[], $4::text[], $5::text[])
+    AS r(media_id, attempt, delay, error_code, error)
+WHERE p.media_id = r.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $6
+  AND p.{stage}_attempts = r.attempt
+RETURNING p.media_id;
+
 -- fail --
 -- Give rows up: a permanent failure, or a transient one on the last allowed attempt.
 UPDATE post_media AS p
