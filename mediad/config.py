@@ -126,6 +126,13 @@ def _parse_level(value: object) -> str:
     return text
 
 
+def _parse_database_url(value: object) -> str:
+    text = _parse_str(value).strip()
+    if text and not re.match(r"postgres(ql)?://", text):
+        raise ValueError("expected a postgresql:// URL, or empty for the embedded database")
+    return text
+
+
 def _key(default: Any, parse: Callable[[object], Any]) -> Any:
     """A config key: its default as written in config.toml, and the parser of its kind."""
     return field(default=parse(default), metadata={"parse": parse})
@@ -133,7 +140,7 @@ def _key(default: Any, parse: Callable[[object], Any]) -> Any:
 
 @dataclass(frozen=True)
 class DatabaseConfig:
-    url: str = _key("", _parse_str)
+    url: str = _key("", _parse_database_url)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ async def _supervise(
     helpers = [
         asyncio.create_task(listener.run(stop), name="listener"),
         asyncio.create_task(_watchdog(pools, config.daemon.poll_interval), name="watchdog"),
+        asyncio.create_task(_announce_stop(stop), name="announce-stop"),
     ]
     if once:
         helpers.append(asyncio.create_task(_stop_when_drained(pools, stop), name="once"))
@@ -112,11 +113,15 @@ async def _supervise(
                 await asyncio.gather(*runners, return_exceptions=True)
                 raise task.exception()  # type: ignore[misc]
     finally:
-        systemd.notify("STOPPING=1")
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         log.info("daemon_stopped", **{p.stage.name: vars(p.stats) for p in pools})
+
+
+async def _announce_stop(stop: asyncio.Event) -> None:
+    await stop.wait()
+    systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,46 @@
+# The two commands the README promises: `make run` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck check bench clean
+
+$(VENV)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+## run: the daemon on the embedded default (PostgreSQL and media under var/), readable logs
+run: $(VENV)/.installed-run
+	MEDIAD_LOG_FORMAT=$${MEDIAD_LOG_FORMAT:-console} $(BIN)/mediad run
+
+## test: the whole suite against real services the tests start themselves
+test: $(VENV)/.installed-test
+	$(BIN)/pytest
+
+## lint: ruff (style and bugs) and mypy --strict
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy --strict
+
+check: lint test
+
+## bench: every benchmark in benchmarks/, printing its figures against its peer
+bench: $(VENV)/.installed-bench
+	for script in benchmarks/[a-z]*.py; do $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
