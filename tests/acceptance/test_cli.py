@@ -127,10 +127,11 @@ async def test_unreachable_database_is_one_line_exit_1() -> None:
 
 
 async def test_malformed_database_url_is_a_config_error() -> None:
-    """A database URL that is not one exits 2 naming database.url."""
+    """A database URL that is not one exits 2 naming where it came from."""
     code, _, err = await mediad("status", env={"MEDIAD_DATABASE_URL": "not a url"})
     assert code == 2, err
-    assert "database.url" in err and len(err.strip().splitlines()) == 1
+    assert "MEDIAD_DATABASE_URL: expected a postgresql:// URL" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 async def test_usage_errors_exit_2() -> None:
