@@ -88,8 +88,12 @@ def event_names(log: list[dict[str, Any]]) -> list[str]:
     return [entry["event"] for entry in log]
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    """Wait until an async condition holds (checked as state changes), failing after `timeout`."""
-    async with asyncio.timeout(timeout):
-        while not await predicate():
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait until a condition held by another process (the database) is true, or fail.
+
+    There is no event to await across processes, so the condition is re-read every 20 ms;
+    the test moves on the moment it holds.
+    """
+    async with asyncio.timeout(within):
+        while not await predicate():  # noqa: ASYNC110 - the state lives in PostgreSQL
             await asyncio.sleep(0.02)

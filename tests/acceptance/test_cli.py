@@ -75,7 +75,7 @@ async def test_failures_are_grouped_listed_shown_and_retried(
     await pool.execute(
         "UPDATE post_media SET download_status = 'failed', error_code = 'http_404',"
         " ai_analysis_log = ai_analysis_log || mediad_event('download_failed', 'failure',"
-        " '{\"error_code\": \"http_404\"}') WHERE media_id = $1",
+        ' \'{"error_code": "http_404"}\') WHERE media_id = $1',
         a,
     )
     report = json.loads((await mediad("status", "--json", env=env))[1])
@@ -106,7 +106,7 @@ async def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
     """A config mistake exits 2 with one line that names the key, and no traceback."""
     config = tmp_path / "config.toml"
     config.write_text('[download]\nconcurrency = "lots"\n')
-    code, out, err = await mediad("--config", str(config), "status")
+    code, _, err = await mediad("--config", str(config), "status")
     assert code == 2
     assert err.strip().splitlines() == [
         "mediad: config: download.concurrency: expected an integer, got 'lots'"

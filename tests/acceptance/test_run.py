@@ -1,4 +1,4 @@
-"""`mediad run` as operators run it: a subprocess, told by systemd's protocol, stopped by a signal."""
+"""`mediad run` as operators run it: a subprocess speaking systemd's protocol, stopped by signal."""
 
 from __future__ import annotations
 
@@ -97,9 +97,9 @@ class NotifySocket:
         self.sock.setblocking(False)
         self.messages: list[str] = []
 
-    async def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+    async def wait_for(self, prefix: str, within: float = 30.0) -> str:
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 for message in self.messages:
                     for line in message.splitlines():
@@ -160,7 +160,8 @@ async def test_sigterm_finishes_in_flight_work_and_releases_the_rest(
 
 async def _all_completed(pool: asyncpg.Pool[Any], ids: list[str]) -> bool:
     count = await pool.fetchval(
-        "SELECT count(*) FROM post_media WHERE media_id = ANY($1) AND download_status = 'completed'",
+        "SELECT count(*) FROM post_media"
+        " WHERE media_id = ANY($1) AND download_status = 'completed'",
         ids,
     )
     return bool(count == len(ids))

@@ -20,7 +20,7 @@ from tests.support import (
 )
 
 
-async def test_run_once_processes_every_row(pool: asyncpg.Pool[Any]) -> None:
+async def test_run_once_processes_every_row(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """run --once completes every due row, logging start and finish, and returns."""
     ids = await insert_rows(pool, 250)
     seen: list[str] = []
@@ -29,7 +29,7 @@ async def test_run_once_processes_every_row(pool: asyncpg.Pool[Any]) -> None:
         seen.append(r.media_id)
         return Result(columns={"file_size": 1}, details={"n": 1})
 
-    await run_once(pool_url(pool), process, download_concurrency="8")
+    await run_once(db_url, process, download_concurrency="8")
     assert sorted(seen) == sorted(ids)
     statuses = await pool.fetch(
         "SELECT download_status, download_lease_owner, archive_status, ai_analysis_status,"
@@ -47,11 +47,7 @@ async def test_run_once_processes_every_row(pool: asyncpg.Pool[Any]) -> None:
         ]
 
 
-def pool_url(pool: asyncpg.Pool[Any]) -> str:
-    return pool._connect_kwargs["dsn"] if "dsn" in pool._connect_kwargs else pool._connect_args[0]  # type: ignore[attr-defined,no-any-return]
-
-
-async def test_concurrency_is_bounded(pool: asyncpg.Pool[Any]) -> None:
+async def test_concurrency_is_bounded(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """No more rows run at once than download.concurrency."""
     await insert_rows(pool, 60)
     running = peak = 0
@@ -65,11 +61,12 @@ async def test_concurrency_is_bounded(pool: asyncpg.Pool[Any]) -> None:
         running -= 1
         return Result()
 
-    await run_once(pool_url(pool), process, download_concurrency="5")
+    await run_once(db_url, process, download_concurrency="5")
     assert 1 < peak <= 5
 
 
 async def test_transient_errors_back_off_then_fail_at_max_attempts(
+    db_url: str,
     pool: asyncpg.Pool[Any],
 ) -> None:
     """A transient error re-queues with a growing delay; the last allowed attempt fails the row."""
@@ -82,7 +79,7 @@ async def test_transient_errors_back_off_then_fail_at_max_attempts(
 
     delays = []
     for attempt in (1, 2):
-        await run_once(pool_url(pool), process, download_max_attempts="3")
+        await run_once(db_url, process, download_max_attempts="3")
         r = await row(pool, media_id)
         assert r["download_status"] == "not_started"
         assert r["error_code"] == "http_5xx"
@@ -92,7 +89,7 @@ async def test_transient_errors_back_off_then_fail_at_max_attempts(
         await pool.execute("UPDATE post_media SET download_next_attempt_at = now()")
     # backoff_base 10s: attempt 1 waits 5-10s, attempt 2 waits 10-20s.
     assert 5 <= delays[0] <= 10 and 10 <= delays[1] <= 20
-    await run_once(pool_url(pool), process, download_max_attempts="3")
+    await run_once(db_url, process, download_max_attempts="3")
     r = await row(pool, media_id)
     assert attempts == [1, 2, 3]
     assert (r["download_status"], r["error_code"]) == ("failed", "http_5xx")
@@ -107,26 +104,26 @@ async def test_transient_errors_back_off_then_fail_at_max_attempts(
     ]
 
 
-async def test_retry_after_sets_the_delay(pool: asyncpg.Pool[Any]) -> None:
+async def test_retry_after_sets_the_delay(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """A Retry-After longer than the backoff decides when the row is due again."""
     [media_id] = await insert_rows(pool, 1)
 
     async def process(r: Row) -> Result:
         raise errors.TransientError("429", error_code="rate_limited", retry_after=600)
 
-    await run_once(pool_url(pool), process)
+    await run_once(db_url, process)
     r = await row(pool, media_id)
     assert r["ai_analysis_log"][-1]["details"]["retry_in_seconds"] == 600
 
 
-async def test_permanent_errors_fail_at_once(pool: asyncpg.Pool[Any]) -> None:
+async def test_permanent_errors_fail_at_once(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """A permanent error fails the row on its first attempt with its error_code."""
     [media_id] = await insert_rows(pool, 1)
 
     async def process(r: Row) -> Result:
         raise errors.PermanentError("HTTP 404", error_code="http_404")
 
-    await run_once(pool_url(pool), process)
+    await run_once(db_url, process)
     r = await row(pool, media_id)
     assert (r["download_status"], r["error_code"], r["download_attempts"]) == (
         "failed",
@@ -140,7 +137,9 @@ async def test_permanent_errors_fail_at_once(pool: asyncpg.Pool[Any]) -> None:
     }
 
 
-async def test_a_crashing_stage_does_not_crash_the_daemon(pool: asyncpg.Pool[Any]) -> None:
+async def test_a_crashing_stage_does_not_crash_the_daemon(
+    db_url: str, pool: asyncpg.Pool[Any]
+) -> None:
     """An unexpected exception is an internal_error retry for that row; the others complete."""
     ids = await insert_rows(pool, 3)
 
@@ -149,7 +148,7 @@ async def test_a_crashing_stage_does_not_crash_the_daemon(pool: asyncpg.Pool[Any
             raise ZeroDivisionError("boom")
         return Result()
 
-    await run_once(pool_url(pool), process)
+    await run_once(db_url, process)
     assert (await row(pool, ids[0]))["download_status"] == "completed"
     bad = await row(pool, ids[1])
     assert (bad["download_status"], bad["error_code"]) == ("not_started", "internal_error")
@@ -157,14 +156,14 @@ async def test_a_crashing_stage_does_not_crash_the_daemon(pool: asyncpg.Pool[Any
     assert (await row(pool, ids[2]))["download_status"] == "completed"
 
 
-async def test_a_paused_stage_fails_nothing(pool: asyncpg.Pool[Any]) -> None:
+async def test_a_paused_stage_fails_nothing(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """When the stage cannot work at all (disk full), rows are handed back, not failed."""
     ids = await insert_rows(pool, 3)
 
     async def process(r: Row) -> Result:
         raise errors.StagePausedError("No space left on device", error_code="disk_full")
 
-    await run_once(pool_url(pool), process)
+    await run_once(db_url, process)
     for media_id in ids:
         r = await row(pool, media_id)
         assert r["download_status"] == "not_started"
@@ -172,7 +171,7 @@ async def test_a_paused_stage_fails_nothing(pool: asyncpg.Pool[Any]) -> None:
         assert r["error_code"] is None
 
 
-async def test_notify_wakes_an_idle_daemon(pool: asyncpg.Pool[Any]) -> None:
+async def test_notify_wakes_an_idle_daemon(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """A plain INSERT is picked up at once through NOTIFY, long before the next poll."""
     claimed = asyncio.Event()
 
@@ -180,8 +179,7 @@ async def test_notify_wakes_an_idle_daemon(pool: asyncpg.Pool[Any]) -> None:
         claimed.set()
         return Result()
 
-    url = pool_url(pool)
-    async with running_daemon(url, process, daemon_poll_interval="10m"):
+    async with running_daemon(db_url, process, daemon_poll_interval="10m"):
         # Give the pool its first (empty) look so it is idle and waiting.
         await wait_for(lambda: _listening(pool))
         started = time.monotonic()
@@ -192,12 +190,13 @@ async def test_notify_wakes_an_idle_daemon(pool: asyncpg.Pool[Any]) -> None:
 
 async def _listening(pool: asyncpg.Pool[Any]) -> bool:
     count = await pool.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE query LIKE 'LISTEN %' AND datname = current_database()"
     )
     return bool(count)
 
 
-async def test_listen_connection_is_reestablished(pool: asyncpg.Pool[Any]) -> None:
+async def test_listen_connection_is_reestablished(db_url: str, pool: asyncpg.Pool[Any]) -> None:
     """When the LISTEN connection is killed, the daemon reconnects and still hears inserts."""
     claimed = asyncio.Event()
 
@@ -205,7 +204,7 @@ async def test_listen_connection_is_reestablished(pool: asyncpg.Pool[Any]) -> No
         claimed.set()
         return Result()
 
-    async with running_daemon(pool_url(pool), process, daemon_poll_interval="10m"):
+    async with running_daemon(db_url, process, daemon_poll_interval="10m"):
         await wait_for(lambda: _listening(pool))
         await pool.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -217,6 +216,7 @@ async def test_listen_connection_is_reestablished(pool: asyncpg.Pool[Any]) -> No
 
 
 async def test_shutdown_finishes_quick_work_and_releases_the_rest(
+    db_url: str,
     pool: asyncpg.Pool[Any],
 ) -> None:
     """On stop, rows that finish within the grace complete; the others are released at once."""
@@ -235,7 +235,7 @@ async def test_shutdown_finishes_quick_work_and_releases_the_rest(
         await asyncio.Event().wait()  # never finishes on its own
         raise AssertionError("unreachable")
 
-    async with running_daemon(pool_url(pool), process, daemon_shutdown_grace="1s") as stop:
+    async with running_daemon(db_url, process, daemon_shutdown_grace="1s") as stop:
         await asyncio.wait_for(both_started.wait(), timeout=10)
         stop.set()
         finish_quick.set()
@@ -248,7 +248,9 @@ async def test_shutdown_finishes_quick_work_and_releases_the_rest(
     assert s["ai_analysis_log"][-1]["details"]["reason"] == "shutdown"
 
 
-async def test_heartbeats_keep_a_long_job_from_running_twice(pool: asyncpg.Pool[Any]) -> None:
+async def test_heartbeats_keep_a_long_job_from_running_twice(
+    db_url: str, pool: asyncpg.Pool[Any]
+) -> None:
     """A job longer than its lease keeps it by heartbeats, so no second worker takes it."""
     [media_id] = await insert_rows(pool, 1)
     release = asyncio.Event()
@@ -259,13 +261,13 @@ async def test_heartbeats_keep_a_long_job_from_running_twice(pool: asyncpg.Pool[
         await release.wait()
         return Result()
 
-    async with running_daemon(pool_url(pool), process, daemon_lease="2s"):
+    async with running_daemon(db_url, process, daemon_lease="2s"):
         await wait_for(lambda: _started(pool, media_id))
         first_expiry = await _expiry(pool, media_id)
-        await wait_for(lambda: _expiry_after(pool, media_id, first_expiry), timeout=10)
+        await wait_for(lambda: _expiry_after(pool, media_id, first_expiry), within=10)
         # The lease was renewed: the row is still leased past its first expiry.
-        async with running_daemon(pool_url(pool), process, daemon_lease="2s"):
-            await wait_for(lambda: _expiry_after(pool, media_id, first_expiry + 2), timeout=10)
+        async with running_daemon(db_url, process, daemon_lease="2s"):
+            await wait_for(lambda: _expiry_after(pool, media_id, first_expiry + 2), within=10)
         release.set()
         await wait_for(lambda: _status_is(pool, media_id, "completed"))
     assert runs == [1]
@@ -276,9 +278,11 @@ async def _started(pool: asyncpg.Pool[Any], media_id: str) -> bool:
 
 
 async def _status_is(pool: asyncpg.Pool[Any], media_id: str, status: str) -> bool:
-    return bool(await pool.fetchval(
-        "SELECT download_status = $2 FROM post_media WHERE media_id = $1", media_id, status
-    ))
+    return bool(
+        await pool.fetchval(
+            "SELECT download_status = $2 FROM post_media WHERE media_id = $1", media_id, status
+        )
+    )
 
 
 async def _expiry(pool: asyncpg.Pool[Any], media_id: str) -> float:
