@@ -38,6 +38,9 @@ class HostBreaker:
     def failure(self, host: str) -> bool:
         """Count one failure; True when this one opened the breaker."""
         state = self._hosts.setdefault(host, _HostState())
+        if state.open_until > time.monotonic():
+            # A fetch that began before the breaker opened: the same outage, not a new trip.
+            return False
         state.failures += 1
         if state.failures < self.threshold:
             return False

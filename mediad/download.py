@@ -80,7 +80,7 @@ async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
             max_file_size=config.storage.max_file_size,
             total_timeout=config.download.total_timeout,
         )
-        downloader = Downloader(store, fetcher)
+        downloader = Downloader(store, fetcher, per_host=config.download.per_host_concurrency)
         yield make_stage(config, downloader.process)
 
 
@@ -119,15 +119,30 @@ def source_url(row: Row, url: str) -> str:
     return url
 
 
+@dataclass
+class _HostSlot:
+    semaphore: asyncio.Semaphore
+    users: int = 0
+
+
 class Downloader:
     """Turns one row into a stored file; concurrent rows with the same source share one fetch."""
 
-    def __init__(self, store: Store, fetcher: Fetcher, breaker: HostBreaker | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fetcher: Fetcher,
+        breaker: HostBreaker | None = None,
+        *,
+        per_host: int = 4,
+    ) -> None:
         self._store = store
         self._fetcher = fetcher
         self._breaker = breaker or HostBreaker()
         self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
         self._probe_slots = asyncio.Semaphore(_PROBES_AT_ONCE)
+        self._per_host = per_host
+        self._host_slots: dict[str, _HostSlot] = {}
 
     async def process(self, row: Row) -> Result:
         source = source_url(row, validate(row))
@@ -159,17 +174,10 @@ class Downloader:
 
     async def _download(self, source: str, expires_at: datetime | None) -> Downloaded:
         host = URL(source).host or ""
-        wait = self._breaker.blocked_for(host)
-        if wait > 0:
-            raise errors.DeferredError(
-                f"{host} is backing off after repeated failures",
-                error_code="host_backoff",
-                delay=wait,
-            )
         candidates = platforms.candidate_urls(source)
         for index, candidate in enumerate(candidates):
             try:
-                done = await self._fetch_one(candidate, expires_at)
+                done = await self._fetch_one(candidate, host, expires_at)
             except HttpStatusError as exc:
                 # The best size of a Twitter image may not exist: try the next one down.
                 if exc.status in (400, 403, 404) and index + 1 < len(candidates):
@@ -187,15 +195,44 @@ class Downloader:
         if isinstance(exc, errors.TransientError) and self._breaker.failure(host):
             log.warning("host_backing_off", host=host, error_code=exc.error_code)
 
-    async def _fetch_one(self, url: str, expires_at: datetime | None) -> Downloaded:
+    async def _fetch_one(self, url: str, host: str, expires_at: datetime | None) -> Downloaded:
+        self._check_breaker(host)
         with self._store.open_temp() as tmp:
-            fetched = await self._fetcher.fetch_into(url, tmp, expires_at=expires_at)
+            async with self._host_slot(host):
+                # Asked again once a slot is free: rows that queued behind a host's failing
+                # fetches are deferred instead of failing in turn.
+                self._check_breaker(host)
+                fetched = await self._fetcher.fetch_into(url, tmp, expires_at=expires_at)
             async with self._probe_slots:
                 info = await asyncio.to_thread(
                     probe.probe_file, tmp.path, declared_type=fetched.content_type
                 )
             stored = await asyncio.to_thread(self._store.commit, tmp, info.folder, info.extension)
         return Downloaded(url, fetched, info, stored)
+
+    def _check_breaker(self, host: str) -> None:
+        wait = self._breaker.blocked_for(host)
+        if wait > 0:
+            raise errors.DeferredError(
+                f"{host} is backing off after repeated failures",
+                error_code="host_backoff",
+                delay=wait,
+            )
+
+    @contextlib.asynccontextmanager
+    async def _host_slot(self, host: str) -> AsyncIterator[None]:
+        """One of the `per_host` fetches of `host` allowed at once."""
+        slot = self._host_slots.get(host)
+        if slot is None:
+            slot = self._host_slots[host] = _HostSlot(asyncio.Semaphore(self._per_host))
+        slot.users += 1
+        try:
+            async with slot.semaphore:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0:
+                del self._host_slots[host]
 
 
 def _fail(future: asyncio.Future[Downloaded], exc: BaseException) -> None:

@@ -114,8 +114,7 @@ async def test_seed_001_table_is_adopted_in_place(empty_db_url: str) -> None:
         await conn.execute(SEED_001)
         await migrate.migrate(conn)
         rows = {
-            r["media_id"]: r
-            for r in await conn.fetch("SELECT * FROM post_media ORDER BY media_id")
+            r["media_id"]: r for r in await conn.fetch("SELECT * FROM post_media ORDER BY media_id")
         }
         assert set(rows) == {"med-a1", "med-a2", "med-a3"}
         a1, a2, a3 = rows["med-a1"], rows["med-a2"], rows["med-a3"]

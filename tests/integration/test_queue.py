@@ -42,18 +42,14 @@ async def test_concurrent_claimers_never_share_a_row(pool: asyncpg.Pool[Any]) ->
     assert len(every) == len(set(every)) == 2000
     assert set(every) == set(ids)
     assert all(results), "each claimer took part"
-    owners = await pool.fetch(
-        "SELECT download_lease_owner, count(*) FROM post_media GROUP BY 1"
-    )
+    owners = await pool.fetch("SELECT download_lease_owner, count(*) FROM post_media GROUP BY 1")
     assert {r["download_lease_owner"] for r in owners} == {"w0", "w1", "w2", "w3"}
 
 
 async def test_claim_takes_rows_nearest_expiry_first_then_oldest(pool: asyncpg.Pool[Any]) -> None:
     """Signed URLs about to die are fetched before older rows without expiry."""
     old = await insert_rows(pool, 2)
-    fb = await insert_rows(
-        pool, 2, url="https://scontent.fbcdn.net/v/{i}.jpg?oe=" + "7A000000"
-    )
+    fb = await insert_rows(pool, 2, url="https://scontent.fbcdn.net/v/{i}.jpg?oe=" + "7A000000")
     soon = await insert_rows(pool, 1, url="https://scontent.fbcdn.net/v/s.jpg?oe=79000000")
     claimed = [r.media_id for r in await queue(pool, "w").claim(10)]
     # Rows inserted in one transaction share created_at; their mutual order is free.
