@@ -106,22 +106,16 @@ async def _with_pool(
     cfg: config.Config, work: Callable[[asyncpg.Pool[Any]], Awaitable[int]]
 ) -> int:
     url = await asyncio.to_thread(db.database_url, cfg)
+    await migrate.migrate_url(url)
     pool = await db.create_pool(url, max_size=2)
     try:
-        async with pool.acquire() as conn:
-            await migrate.migrate(conn)
         return await work(pool)
     finally:
         await pool.close()
 
 
 async def _migrate(cfg: config.Config, args: argparse.Namespace) -> int:
-    url = await asyncio.to_thread(db.database_url, cfg)
-    conn = await db.connect(url)
-    try:
-        applied = await migrate.migrate(conn)
-    finally:
-        await conn.close()
+    applied = await migrate.migrate_url(await asyncio.to_thread(db.database_url, cfg))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return EXIT_OK
 

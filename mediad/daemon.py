@@ -55,10 +55,9 @@ async def run(
     stop = stop or asyncio.Event()
     owner = worker_name(config)
     async with contextlib.AsyncExitStack() as stack:
+        await migrate.migrate_url(url)
         pool = await db.create_pool(url, max_size=4 + len(factories or pipeline.FACTORIES) * 2)
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            await migrate.migrate(conn)
         stages = []
         for factory in factories if factories is not None else pipeline.FACTORIES:
             stage = await stack.enter_async_context(factory(config))

@@ -32,10 +32,19 @@ def _describe(url: str, exc: BaseException) -> str:
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool[Any]:
-    """An asyncpg pool whose connections speak jsonb as Python objects."""
+    """An asyncpg pool whose connections speak jsonb as Python objects.
+
+    Statements give up after a minute, so a wedged server stalls a pool loop visibly (the
+    systemd watchdog notices) instead of forever.
+    """
     try:
         pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, init=_init_connection, timeout=10
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            timeout=10,
+            command_timeout=60,
         )
     except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
         raise errors.DatabaseError(_describe(url, exc)) from None

@@ -8,7 +8,7 @@ import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from mediad import queries
+from mediad import db, queries
 
 log = structlog.get_logger(__name__)
 
@@ -35,3 +35,13 @@ async def migrate(conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> l
     finally:
         await conn.execute(plain["migration_unlock"], _LOCK_KEY)
     return applied_now
+
+
+async def migrate_url(url: str) -> list[str]:
+    """Migrate the database at `url` on a connection of its own, free of statement timeouts
+    (adopting a large existing table takes a while)."""
+    conn = await db.connect(url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
