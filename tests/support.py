@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from mediad import config, daemon, download
 from mediad.stage import Result, Row, Stage
@@ -97,3 +102,24 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float = 10.
     async with asyncio.timeout(within):
         while not await predicate():  # noqa: ASYNC110 - the state lives in PostgreSQL
             await asyncio.sleep(0.02)
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(directory: Path, size: str) -> Iterator[Path]:
+    """A real, nearly full-able filesystem of `size` mounted at `directory/tiny` (root only)."""
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        pytest.skip("mounting a tmpfs needs root")
+    point = directory / "tiny"
+    point.mkdir()
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs not permitted: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from mediad import daemon, download, netguard
 from mediad.fetch import Fetcher
 from mediad.stage import Row
 from mediad.store import Store
-from tests import media
+from tests import media, support
 from tests.origin import (
     Origin,
     body,
@@ -784,22 +783,8 @@ async def test_a_killed_download_leaves_no_partial_file_and_is_retried(
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root")
-    point = tmp_path / "tiny"
-    point.mkdir()
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs not permitted: {done.stderr.decode().strip()}")
-    try:
+    with support.tiny_tmpfs(tmp_path, "256k") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 async def test_a_full_disk_releases_the_row_without_failing_it(

@@ -6,7 +6,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mediad import errors, store
+from tests import support
 
 SHA = hashlib.sha256(b"x").hexdigest()
 REPO = Path(__file__).resolve().parents[2]
@@ -262,22 +262,8 @@ def test_disk_full_is_a_pause_and_leaves_no_temp(
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
-        pytest.skip("mounting a tmpfs needs root")
-    point = tmp_path / "tiny"
-    point.mkdir()
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"mount -t tmpfs not permitted: {done.stderr.decode().strip()}")
-    try:
+    with support.tiny_tmpfs(tmp_path, "64k") as point:
         yield point
-    finally:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_real_full_filesystem_raises_disk_full(tiny_tmpfs: Path) -> None:
