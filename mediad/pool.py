@@ -119,7 +119,11 @@ class StagePool:
                 claimed = await self.queue.claim(limit)
             except _DB_ERRORS as exc:
                 self._log.warning("claim_failed", error=str(exc))
-                wait = min(wait, 1.0)
+                # Not idle: the queue was not looked at, so run --once must neither stop nor
+                # spin on it; look again in a second.
+                self.idle.clear()
+                await asyncio.wait({stopper}, timeout=1.0)
+                return
             else:
                 for row in claimed:
                     self._start(row)
@@ -143,18 +147,18 @@ class StagePool:
 
     async def _run_job(self, job: _Job) -> None:
         row = job.row
-        with structlog.contextvars.bound_contextvars(
+        # Each job runs in a task of its own, with its own copy of the context: binding here
+        # needs no unbinding, and is far cheaper than a context manager per row.
+        structlog.contextvars.bind_contextvars(
             media_id=row.media_id, stage=self.stage.name, attempt=row.attempt
-        ):
-            try:
-                outcome = await self._outcome(row)
-            except asyncio.CancelledError:
-                if job.cancelled_for is not None:
-                    raise  # the pool cancelled it and decides what becomes of the row
-                # Cancelled from inside the stage: never leave the row stuck in flight.
-                outcome = self._retry_or_fail(
-                    row, "internal_error", "processing was cancelled", None
-                )
+        )
+        try:
+            outcome = await self._outcome(row)
+        except asyncio.CancelledError:
+            if job.cancelled_for is not None:
+                raise  # the pool cancelled it and decides what becomes of the row
+            # Cancelled from inside the stage: never leave the row stuck in flight.
+            outcome = self._retry_or_fail(row, "internal_error", "processing was cancelled", None)
         self._submit(outcome)
 
     async def _outcome(self, row: Row) -> Outcome:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 _BLOCK = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
-_TOKEN = re.compile(r"\{(stage|status|ready|started_event|failed_event|released_event)\}")
+_TOKEN = re.compile(r"\{(stage|status|started_event|failed_event|released_event)\}")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,6 @@ class StageNames:
 
     stage: str
     status: str
-    ready: str
     started_event: str
     failed_event: str
     released_event: str
@@ -29,15 +28,13 @@ class StageNames:
 
 STAGES: dict[str, StageNames] = {
     "download": StageNames(
-        "download", "download_status", "TRUE",
-        "download_started", "download_failed", "download_released",
+        "download", "download_status", "download_started", "download_failed", "download_released"
     ),
     "archive": StageNames(
-        "archive", "archive_status", "download_status = 'completed'",
-        "archive_started", "archive_failed", "archive_released",
+        "archive", "archive_status", "archive_started", "archive_failed", "archive_released"
     ),
     "analysis": StageNames(
-        "analysis", "ai_analysis_status", "download_status = 'completed'",
+        "analysis", "ai_analysis_status",
         "ai_analysis_started", "ai_analysis_failed", "ai_analysis_released",
     ),
 }  # fmt: skip

@@ -1,5 +1,5 @@
 -- Every query mediad runs, as named blocks. Blocks under "stage queries" are templates:
--- {stage}, {status}, {ready} and the {*_event} names are filled in for each stage by
+-- {stage}, {status} and the {*_event} names are filled in for each stage by
 -- mediad/sql.py from a fixed table, never from input.
 
 -- stage queries --
@@ -10,8 +10,7 @@
 WITH due AS MATERIALIZED (
     SELECT media_id
     FROM post_media
-    WHERE {ready}
-      AND {status} IN ('not_started', 'started')
+    WHERE {stage}_queued
       AND CASE {status}
           WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
           ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
@@ -22,6 +21,7 @@ WITH due AS MATERIALIZED (
 )
 UPDATE post_media AS p
 SET {status} = 'started',
+    updated_at = now(),
     {stage}_lease_owner = $1,
     {stage}_lease_expires_at = now() + make_interval(secs => $3),
     {stage}_next_attempt_at = NULL,
@@ -40,7 +40,8 @@ RETURNING p.media_id, p.post_id, p.platform, p.media_type, p.media_url, p.varian
 -- heartbeat --
 -- Extend the leases this worker still holds; the rows not returned were lost to another worker.
 UPDATE post_media AS p
-SET {stage}_lease_expires_at = now() + make_interval(secs => $3)
+SET {stage}_lease_expires_at = now() + make_interval(secs => $3),
+    updated_at = now()
 FROM unnest($1::text[], $2::integer[]) AS h(media_id, attempt)
 WHERE p.media_id = h.media_id
   AND p.{status} = 'started'
@@ -53,6 +54,7 @@ RETURNING p.media_id;
 -- and the interrupted attempt does not count.
 UPDATE post_media AS p
 SET {status} = 'not_started',
+    updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = NULL,
@@ -70,6 +72,7 @@ RETURNING p.media_id;
 -- Re-queue rows after a transient failure, due again after their backoff delay.
 UPDATE post_media AS p
 SET {status} = 'not_started',
+    updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
@@ -97,6 +100,7 @@ RETURNING p.media_id;
 -- and the attempt they were claimed for does not count.
 UPDATE post_media AS p
 SET {status} = 'not_started',
+    updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
@@ -116,6 +120,7 @@ RETURNING p.media_id;
 -- Give rows up: a permanent failure, or a transient one on the last allowed attempt.
 UPDATE post_media AS p
 SET {status} = 'failed',
+    updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = NULL,
@@ -135,8 +140,7 @@ RETURNING p.media_id;
 -- How many rows of this stage a claim would take now (run --once stops when all are zero).
 SELECT count(*)
 FROM post_media
-WHERE {ready}
-  AND {status} IN ('not_started', 'started')
+WHERE {stage}_queued
   AND CASE {status}
       WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
       ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
@@ -146,6 +150,7 @@ WHERE {ready}
 -- Put rows of this stage back in the queue as new (the retry command): attempts start over.
 UPDATE post_media AS p
 SET {status} = 'not_started',
+    updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = NULL,
@@ -166,6 +171,7 @@ RETURNING p.media_id;
 -- or mark them skipped where they are disabled.
 UPDATE post_media AS p
 SET download_status = 'completed',
+    updated_at = now(),
     download_lease_owner = NULL,
     download_lease_expires_at = NULL,
     download_next_attempt_at = NULL,
@@ -279,3 +285,165 @@ SELECT version FROM mediad_migrations;
 -- migration_record --
 -- Record one applied migration.
 INSERT INTO mediad_migrations (version, name) VALUES ($1, $2);
+
+-- complete_archive --
+-- Record verified uploads (fenced on the lease): the object's URL, how it was verified (under
+-- metadata.archive), and a local file found missing; an older archive retry's error is cleared.
+UPDATE post_media AS p
+SET archive_status = 'completed',
+    archive_lease_owner = NULL,
+    archive_lease_expires_at = NULL,
+    archive_next_attempt_at = NULL,
+    archive_url = r.result->>'archive_url',
+    archived_at = now(),
+    metadata = coalesce(p.metadata, '{}'::jsonb)
+        || jsonb_build_object('archive', (r.result->'archive')
+            || jsonb_build_object('verified_at', to_char(now() AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
+    local_file_path = CASE WHEN (r.result->>'local_file_gone')::boolean
+        THEN NULL ELSE p.local_file_path END,
+    hosted_url = CASE WHEN (r.result->>'local_file_gone')::boolean
+        THEN NULL ELSE p.hosted_url END,
+    error_code = CASE WHEN p.download_status = 'failed' OR p.ai_analysis_status = 'failed'
+        OR p.analysis_next_attempt_at IS NOT NULL THEN p.error_code END,
+    last_error = CASE WHEN p.download_status = 'failed' OR p.ai_analysis_status = 'failed'
+        OR p.analysis_next_attempt_at IS NOT NULL THEN p.last_error END,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('archive_completed', 'success', r.details)
+FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[]) AS r(media_id, attempt, result, details)
+WHERE p.media_id = r.media_id
+  AND p.archive_status = 'started'
+  AND p.archive_lease_owner = $5
+  AND p.archive_attempts = r.attempt
+RETURNING p.media_id;
+
+-- evict_candidates --
+-- Local files under the store ($1, with its trailing slash) that nothing needs locally any more:
+-- every row pointing at one has finished downloading, archiving and analysis. Least recently
+-- downloaded first, paged on (last_used, path) after ($2, $3).
+SELECT local_file_path,
+    max(coalesce(downloaded_at, created_at)) AS last_used,
+    min(sha256_sum) AS sha256_sum,
+    min(md5_sum) AS md5_sum,
+    max(file_size) AS file_size,
+    jsonb_agg(DISTINCT jsonb_build_object('url', archive_url,
+        'checksum_sha256', metadata #>> '{archive,checksum_sha256}')) AS archive_copies
+FROM post_media
+WHERE local_file_path IS NOT NULL
+  AND starts_with(local_file_path, $1)
+GROUP BY local_file_path
+HAVING bool_and(download_status = 'completed' AND archive_status = 'completed'
+        AND archive_url IS NOT NULL
+        AND ai_analysis_status IN ('completed', 'failed', 'skipped'))
+   AND (max(coalesce(downloaded_at, created_at)), local_file_path) > ($2::timestamptz, $3::text)
+ORDER BY last_used, local_file_path
+LIMIT $4;
+
+-- evict_lock_file --
+-- Lock the rows of one local file and say again whether each lets it go.
+SELECT media_id,
+    download_status = 'completed' AND archive_status = 'completed' AND archive_url IS NOT NULL
+        AND ai_analysis_status IN ('completed', 'failed', 'skipped') AS evictable
+FROM post_media
+WHERE local_file_path = $1
+FOR UPDATE;
+
+-- evict_file --
+-- The local copy is gone: clear the rows' local path and hosted URL, and say so.
+UPDATE post_media AS p
+SET local_file_path = NULL,
+    hosted_url = NULL,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('local_file_evicted', 'info',
+        jsonb_build_object('path', $2::text, 'file_size', $3::bigint, 'archive_url', p.archive_url,
+            'by', $4::text, 'max_bytes', $5::bigint))
+WHERE p.media_id = ANY($1::text[])
+RETURNING p.media_id;
+
+-- archive_damaged --
+-- Objects found missing or wrong ($1, s3:// URLs): their rows are no longer archived, so no
+-- local copy is evicted on their account, until `verify --repair` or `retry --stage archive`.
+UPDATE post_media AS p
+SET archive_status = 'failed',
+    error_code = $2,
+    last_error = $3,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('archive_damaged', 'failure',
+        jsonb_build_object('archive_url', p.archive_url, 'error_code', $2::text,
+            'error', $3::text, 'by', $4::text))
+WHERE p.archive_url = ANY($1::text[])
+  AND p.archive_status = 'completed'
+RETURNING p.media_id;
+
+-- scrub_count --
+-- How many distinct files (by SHA-256) `mediad verify` will look at.
+SELECT count(DISTINCT sha256_sum)
+FROM post_media
+WHERE download_status = 'completed'
+  AND sha256_sum IS NOT NULL
+  AND (local_file_path IS NOT NULL OR archive_url IS NOT NULL);
+
+-- scrub_groups --
+-- The next page of files to verify, by SHA-256 after $1: every row holding those bytes, with
+-- its local path and archived object.
+SELECT sha256_sum,
+    min(md5_sum) AS md5_sum,
+    max(file_size) AS file_size,
+    jsonb_agg(jsonb_build_object(
+        'media_id', media_id,
+        'local_file_path', local_file_path,
+        'archive_url', archive_url,
+        'archive_status', archive_status,
+        'checksum_sha256', metadata #>> '{archive,checksum_sha256}') ORDER BY media_id) AS rows
+FROM post_media
+WHERE download_status = 'completed'
+  AND sha256_sum IS NOT NULL
+  AND sha256_sum > $1
+  AND (local_file_path IS NOT NULL OR archive_url IS NOT NULL)
+GROUP BY sha256_sum
+ORDER BY sha256_sum
+LIMIT $2;
+
+-- local_file_damaged --
+-- A local file found missing or not matching its row (said once until something changes).
+UPDATE post_media AS p
+SET ai_analysis_log = p.ai_analysis_log || mediad_event('local_file_damaged', 'failure',
+        jsonb_build_object('path', $2::text, 'problem', $3::text, 'by', $4::text))
+WHERE p.media_id = ANY($1::text[])
+  AND p.ai_analysis_log -> -1 ->> 'event' IS DISTINCT FROM 'local_file_damaged'
+RETURNING p.media_id;
+
+-- local_file_relinked --
+-- Rows given back a verified local file: restored from a good copy ($4 = local_file_repaired),
+-- or bytes already local again after an eviction ($4 = local_file_restored).
+UPDATE post_media AS p
+SET local_file_path = $2,
+    hosted_url = $3,
+    ai_analysis_log = p.ai_analysis_log || mediad_event($4::text, 'success',
+        jsonb_build_object('path', $5::text, 'source', $6::text, 'by', $7::text))
+WHERE p.media_id = ANY($1::text[])
+RETURNING p.media_id;
+
+-- archive_repaired --
+-- Rows whose object ($2) is intact again, re-uploaded from a verified local file (its new
+-- record in $3) or found intact after all ($3 NULL).
+UPDATE post_media AS p
+SET archive_status = 'completed',
+    archived_at = CASE WHEN $3::jsonb IS NULL THEN p.archived_at ELSE now() END,
+    metadata = CASE WHEN $3::jsonb IS NULL THEN p.metadata
+        ELSE coalesce(p.metadata, '{}'::jsonb) || jsonb_build_object('archive', $3::jsonb
+            || jsonb_build_object('verified_at', to_char(now() AT TIME ZONE 'UTC',
+                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) END,
+    error_code = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')
+        THEN NULL ELSE p.error_code END,
+    last_error = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')
+        THEN NULL ELSE p.last_error END,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('archive_repaired', 'success', $4::jsonb)
+WHERE p.media_id = ANY($1::text[])
+  AND p.archive_url = $2
+  AND p.archive_status <> 'started'
+RETURNING p.media_id;
+
+-- best_url_row --
+-- What `mediad url` chooses from: the local file and hosted URL, the archived object, the original.
+SELECT media_id, media_url, url_expires_at, local_file_path, hosted_url, archive_status,
+    archive_url
+FROM post_media
+WHERE media_id = $1;

@@ -1,0 +1,646 @@
+"""Queue throughput and pickup latency: mediad against pgqueuer and procrastinate.
+
+    .venv/bin/python benchmarks/queue.py [--rows 20000]
+
+One embedded PostgreSQL in a temporary directory; each system gets a fresh database on it.
+Throughput is rows (jobs) per second from the start of consumption until every row is
+finished in the database, with a no-op stage/task. For mediad that includes the lease and the
+JSONB events written on claim and on completion, which the script then checks row by row.
+Latency is the delay from an INSERT's commit to `process()` starting in an idle daemon that
+only NOTIFY can wake (the poll interval stays at its 5 s default).
+"""
+
+# ruff: noqa: E402 (the imports must follow the sys.path repair below)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's own directory would come first on sys.path, and this module,
+# named `queue`, would then shadow the standard library's (asyncio and logging import it).
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+sys.path.insert(0, str(_REPO))
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import math
+import pstats
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from benchmarks import _common
+from mediad import config, daemon, download, migrate, stage
+from mediad.config import Config
+
+# mediad's target against pgqueuer, on the same database server and job shape.
+TARGET_RATIO = 1.5
+TARGET_LATENCY_MS = 20.0
+EXPECTED_EVENTS = ["download_started", "media_downloaded", "archive_skipped", "ai_analysis_skipped"]
+
+INSERT_ROWS = """
+INSERT INTO post_media (post_id, media_url, media_type)
+SELECT 'post-' || i, 'https://pbs.twimg.com/media/bench-' || i || '.jpg', 'image'
+FROM generate_series(1, $1::integer) AS i
+"""
+
+# Every row finished exactly once, with its full event log and no lease left behind.
+CHECK_ROWS = """
+SELECT count(*) AS total,
+    count(*) FILTER (WHERE download_status = 'completed') AS completed,
+    count(*) FILTER (WHERE archive_status = 'skipped' AND ai_analysis_status = 'skipped')
+        AS skipped,
+    count(*) FILTER (WHERE download_attempts = 1) AS one_attempt,
+    count(*) FILTER (WHERE download_lease_owner IS NULL AND download_lease_expires_at IS NULL
+        AND download_next_attempt_at IS NULL) AS lease_cleared,
+    count(*) FILTER (WHERE downloaded_at IS NOT NULL) AS downloaded_at,
+    count(*) FILTER (WHERE ARRAY(
+        SELECT e ->> 'event' FROM jsonb_array_elements(ai_analysis_log) WITH ORDINALITY AS t(e, n)
+        ORDER BY n) = $1::text[]) AS events_in_order,
+    count(*) FILTER (WHERE (
+        SELECT count(*) FROM jsonb_array_elements(ai_analysis_log) AS e
+        WHERE e ->> 'event' IN ('download_started', 'media_downloaded')) = 2) AS two_stage_events,
+    count(*) FILTER (WHERE ai_analysis_log -> 0 ->> 'status' = 'info'
+        AND ai_analysis_log -> 1 ->> 'status' = 'success'
+        AND ai_analysis_log -> 0 -> 'details' ->> 'worker' IS NOT NULL
+        AND ai_analysis_log -> 0 ->> 'timestamp' LIKE '____-__-__T__:__:__.______Z')
+        AS events_well_formed
+FROM post_media
+"""
+
+
+@dataclass
+class Throughput:
+    """One system's drain of `rows` jobs."""
+
+    system: str
+    setting: str
+    rows: int
+    seconds: float
+    ok: bool
+    check: str
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
+    wal_bytes: int = 0
+
+    @property
+    def rate(self) -> float:
+        return _common.rate(self.rows, self.seconds)
+
+    @property
+    def pg_us_per_row(self) -> float:
+        return self.server_cpu / self.rows * 1e6 if self.rows else math.nan
+
+    @property
+    def client_us_per_row(self) -> float:
+        return self.client_cpu / self.rows * 1e6 if self.rows else math.nan
+
+    @property
+    def wal_per_row(self) -> float:
+        return self.wal_bytes / self.rows if self.rows else math.nan
+
+
+@dataclass
+class Latency:
+    samples_ms: list[float] = field(default_factory=list)
+    from_send_ms: list[float] = field(default_factory=list)
+    missed: int = 0
+
+
+# --- mediad ------------------------------------------------------------------------------
+
+
+def mediad_config(url: str, state_dir: Path, concurrency: int, claim_batch: int) -> Config:
+    return config.load(
+        None,
+        env={
+            "MEDIAD_DATABASE_URL": url,
+            "MEDIAD_DAEMON_STATE_DIR": str(state_dir),
+            "MEDIAD_STORAGE_ROOT": str(state_dir / "media"),
+            "MEDIAD_DOWNLOAD_CONCURRENCY": str(concurrency),
+            "MEDIAD_DAEMON_CLAIM_BATCH": str(claim_batch),
+            "MEDIAD_LOG_LEVEL": "warning",
+        },
+    )
+
+
+def stage_factory(process: stage.Process) -> daemon.StageFactory:
+    """A download stage running `process` instead of the fetcher."""
+
+    @contextlib.asynccontextmanager
+    async def factory(cfg: Config) -> AsyncIterator[stage.Stage | None]:
+        yield download.make_stage(cfg, process)
+
+    return factory
+
+
+async def noop(row: stage.Row) -> stage.Result:
+    return stage.Result()
+
+
+async def vacuum_analyze(url: str) -> None:
+    """Fresh statistics and visibility map for every table, as autovacuum would leave them."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def bench_mediad(
+    server: _common.Server,
+    state_dir: Path,
+    rows: int,
+    concurrency: int,
+    claim_batch: int,
+    profile: bool,
+) -> Throughput:
+    name = f"bench_mediad_c{concurrency}"
+    url = await server.create_database(name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn)
+        await conn.execute(INSERT_ROWS, rows)
+    finally:
+        await conn.close()
+    await vacuum_analyze(url)
+
+    cfg = mediad_config(url, state_dir, concurrency, claim_batch)
+    profiler = cProfile.Profile() if profile else None
+    meter = _common.CpuMeter(server.pid)
+    wal0 = await server.wal_bytes()
+    with meter.measure(), _common.timed() as sw:
+        if profiler is not None:
+            profiler.enable()
+        await daemon.run(cfg, once=True, url=url, factories=[stage_factory(noop)])
+        if profiler is not None:
+            profiler.disable()
+    wal = await server.wal_bytes() - wal0
+
+    ok, check = await check_mediad(url, rows)
+    await server.drop_database(name)
+    if profiler is not None:
+        print_profile(profiler, f"mediad, concurrency {concurrency}")
+    return Throughput(
+        "mediad",
+        f"concurrency {concurrency}, claim_batch {claim_batch}",
+        rows,
+        sw.elapsed,
+        ok,
+        check,
+        meter.client,
+        meter.server,
+        wal,
+    )
+
+
+async def check_mediad(url: str, rows: int) -> tuple[bool, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        record = await conn.fetchrow(CHECK_ROWS, EXPECTED_EVENTS)
+    finally:
+        await conn.close()
+    assert record is not None
+    counts = dict(record.items())
+    ok = all(value == rows for value in counts.values())
+    detail = ", ".join(f"{key}={value}" for key, value in counts.items())
+    return ok, detail
+
+
+def print_profile(profiler: cProfile.Profile, title: str, limit: int = 25) -> None:
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(limit)
+    print(f"\n--- cProfile of {title} (by own time) ---")
+    print("\n".join(out.getvalue().splitlines()[: limit + 12]))
+
+
+# --- pgqueuer ----------------------------------------------------------------------------
+
+
+def job_payloads(rows: int) -> list[dict[str, Any]]:
+    """The same job as a post_media row: what a no-op stage would receive."""
+    return [
+        {
+            "post_id": f"post-{i}",
+            "media_url": f"https://pbs.twimg.com/media/bench-{i}.jpg",
+            "media_type": "image",
+        }
+        for i in range(1, rows + 1)
+    ]
+
+
+async def bench_pgqueuer(
+    server: _common.Server, rows: int, batch_size: int, consumers: int
+) -> Throughput:
+    from pgqueuer import AsyncpgDriver, QueueManager, types
+    from pgqueuer.models import Job
+    from pgqueuer.queries import Queries
+
+    name = f"bench_pgqueuer_w{consumers}"
+    url = await server.create_database(name)
+    setup = await asyncpg.connect(url)
+    try:
+        queries = Queries(AsyncpgDriver(setup))
+        await queries.install()
+        payloads = [json.dumps(p).encode() for p in job_payloads(rows)]
+        await queries.enqueue(["noop"] * rows, list(payloads), [0] * rows)
+    finally:
+        await setup.close()
+    await vacuum_analyze(url)
+
+    # pgqueuer's own drain benchmark: several consumers, each a QueueManager on its own
+    # asyncpg connection, in drain mode (each returns once the queue is empty).
+    connections = [await asyncpg.connect(url) for _ in range(consumers)]
+    done = 0
+    last_call = 0.0
+    managers: list[QueueManager] = []
+    for conn in connections:
+        qm = QueueManager(Queries(AsyncpgDriver(conn)))
+
+        @qm.entrypoint("noop")
+        async def entry(job: Job) -> None:
+            nonlocal done, last_call
+            done += 1
+            last_call = time.perf_counter()
+
+        managers.append(qm)
+
+    meter = _common.CpuMeter(server.pid)
+    wal0 = await server.wal_bytes()
+    try:
+        # Timed until every QueueManager has returned: by then each job's outcome is written
+        # (deleted from the queue, logged), as mediad's are when `run --once` returns.
+        with meter.measure(), _common.timed() as sw:
+            await asyncio.gather(
+                *(
+                    qm.run(
+                        batch_size=batch_size,
+                        mode=types.QueueExecutionMode.drain,
+                        dequeue_timeout=timedelta(seconds=5),
+                    )
+                    for qm in managers
+                )
+            )
+    finally:
+        for conn in connections:
+            await conn.close()
+    wal = await server.wal_bytes() - wal0
+
+    conn = await asyncpg.connect(url)
+    try:
+        left = await conn.fetchval("SELECT count(*) FROM pgqueuer")
+        logged = await conn.fetchval(
+            "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
+        )
+    finally:
+        await conn.close()
+    await server.drop_database(name)
+    ok = done == rows and left == 0 and logged == rows
+    check = (
+        f"entrypoint calls={done} (last at {last_call - sw.started:.2f} s), "
+        f"left in queue={left}, logged successful={logged}"
+    )
+    return Throughput(
+        "pgqueuer",
+        f"batch_size {batch_size}, {consumers} consumer(s)",
+        rows,
+        sw.elapsed,
+        ok,
+        check,
+        meter.client,
+        meter.server,
+        wal,
+    )
+
+
+# --- procrastinate -----------------------------------------------------------------------
+
+
+async def bench_procrastinate(
+    server: _common.Server, rows: int, concurrency: int, pool_size: int
+) -> Throughput:
+    import procrastinate
+
+    name = f"bench_procrastinate_c{concurrency}"
+    url = await server.create_database(name)
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=url, min_size=pool_size, max_size=pool_size
+        )
+    )
+    done = 0
+
+    @app.task(name="noop")
+    async def noop_task(post_id: str, media_url: str, media_type: str) -> None:
+        nonlocal done
+        done += 1
+
+    meter = _common.CpuMeter(server.pid)
+    async with app.open_async():
+        await app.schema_manager.apply_schema_async()
+        await noop_task.batch_defer_async(*job_payloads(rows))
+        await vacuum_analyze(url)
+        wal0 = await server.wal_bytes()
+        # wait=False: the worker returns once no job is left and its running jobs are done.
+        with meter.measure(), _common.timed() as sw:
+            await app.run_worker_async(
+                concurrency=concurrency,
+                wait=False,
+                install_signal_handlers=False,
+                listen_notify=False,
+            )
+        wal = await server.wal_bytes() - wal0
+    conn = await asyncpg.connect(url)
+    try:
+        succeeded = await conn.fetchval(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+        )
+    finally:
+        await conn.close()
+    await server.drop_database(name)
+    ok = done == rows and succeeded == rows
+    return Throughput(
+        "procrastinate",
+        f"concurrency {concurrency}, pool {pool_size}",
+        rows,
+        sw.elapsed,
+        ok,
+        f"task calls={done}, jobs succeeded={succeeded}",
+        meter.client,
+        meter.server,
+        wal,
+    )
+
+
+# --- latency -----------------------------------------------------------------------------
+
+
+async def bench_latency(
+    server: _common.Server, state_dir: Path, samples: int, warmup: int
+) -> Latency:
+    url = await server.create_database("bench_mediad_latency")
+    conn = await asyncpg.connect(url)
+    await migrate.migrate(conn)
+
+    started: dict[str, float] = {}
+    arrived: dict[str, asyncio.Event] = {}
+
+    async def record(row: stage.Row) -> stage.Result:
+        now = time.perf_counter()
+        key = row.post_id or ""
+        started.setdefault(key, now)
+        if key in arrived:
+            arrived[key].set()
+        return stage.Result()
+
+    cfg = mediad_config(url, state_dir, concurrency=16, claim_batch=100)
+    assert cfg.daemon.poll_interval == 5.0
+    stop = asyncio.Event()
+    runner = asyncio.create_task(
+        daemon.run(cfg, url=url, factories=[stage_factory(record)], stop=stop)
+    )
+    result = Latency()
+    try:
+        for i in range(warmup + samples):
+            key = f"latency-{i}"
+            arrived[key] = asyncio.Event()
+            sent = time.perf_counter()
+            await conn.execute(
+                "INSERT INTO post_media (post_id, media_url, media_type) VALUES ($1, $2, 'image')",
+                key,
+                f"https://pbs.twimg.com/media/{key}.jpg",
+            )
+            committed = time.perf_counter()
+            # Polling alone would take up to 5 s; 10 s without a pickup means the row was lost.
+            waiter = asyncio.create_task(arrived[key].wait())
+            await asyncio.wait({waiter, runner}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if runner.done():
+                runner.result()  # the daemon died: raise why
+                raise RuntimeError("the daemon stopped during the latency benchmark")
+            if key not in started:
+                result.missed += 1
+            elif i >= warmup:
+                result.samples_ms.append((started[key] - committed) * 1000)
+                result.from_send_ms.append((started[key] - sent) * 1000)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await runner
+        await conn.close()
+    await server.drop_database("bench_mediad_latency")
+    return result
+
+
+# --- main --------------------------------------------------------------------------------
+
+
+def parse_ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=20_000, help="jobs per system (20000)")
+    parser.add_argument(
+        "--mediad-concurrency",
+        type=parse_ints,
+        default=[100, 500],
+        help="comma-separated download.concurrency values (100,500)",
+    )
+    parser.add_argument("--claim-batch", type=int, default=100, help="daemon.claim_batch (100)")
+    parser.add_argument("--pgqueuer-batch", type=int, default=100, help="batch_size (100)")
+    parser.add_argument(
+        "--pgqueuer-consumers",
+        type=parse_ints,
+        default=[1, 5],
+        help="QueueManagers, one asyncpg connection each (1,5; pgqueuer's own benchmark: 5)",
+    )
+    parser.add_argument("--procrastinate-concurrency", type=int, default=10)
+    parser.add_argument("--procrastinate-pool", type=int, default=10)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="interleaved runs of each mediad and pgqueuer setting; the best counts (2)",
+    )
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument(
+        "--skip", default="", help="comma-separated: mediad,pgqueuer,procrastinate,latency"
+    )
+    parser.add_argument("--profile", action="store_true", help="cProfile each mediad run")
+    args = parser.parse_args(argv)
+    skip = set(args.skip.split(","))
+
+    _common.quiet_logging()
+    print(f"queue benchmark: {args.rows:,} rows per system; {_common.machine()}")
+    print(
+        f"targets: mediad >= {TARGET_RATIO}x pgqueuer's rows/s with every lease and event "
+        f"written; NOTIFY pickup median < {TARGET_LATENCY_MS:.0f} ms"
+    )
+    results: list[Throughput] = []
+    latency: Latency | None = None
+    with _common.embedded_postgres() as server:
+        pg_version = await server.setting("server_version")
+        print(f"PostgreSQL {pg_version}, embedded, in {server.pgdata}")
+        state_dir = server.pgdata.parent / "state"
+        state_dir.mkdir()
+        # Interleaved, so a slow spell of a shared machine does not land on one system only.
+        for _ in range(args.repeat):
+            if "mediad" not in skip:
+                for concurrency in args.mediad_concurrency:
+                    result = await bench_mediad(
+                        server, state_dir, args.rows, concurrency, args.claim_batch, args.profile
+                    )
+                    results.append(report(result))
+            if "pgqueuer" not in skip:
+                for consumers in args.pgqueuer_consumers:
+                    result = await bench_pgqueuer(server, args.rows, args.pgqueuer_batch, consumers)
+                    results.append(report(result))
+        if "procrastinate" not in skip:
+            result = await bench_procrastinate(
+                server, args.rows, args.procrastinate_concurrency, args.procrastinate_pool
+            )
+            results.append(report(result))
+        if "latency" not in skip:
+            print(f"  latency: {args.latency_samples} single-row INSERTs into an idle daemon ...")
+            latency = await bench_latency(server, state_dir, args.latency_samples, warmup=5)
+
+    return summarize(results, latency)
+
+
+def report(result: Throughput) -> Throughput:
+    status = "OK" if result.ok else "FAILED"
+    print(
+        f"  {result.system:<14} {result.setting:<34} {result.rate:>8,.0f} rows/s "
+        f"({result.seconds:.2f} s)  check {status}: {result.check}",
+        flush=True,
+    )
+    return result
+
+
+def best(results: list[Throughput], system: str) -> Throughput | None:
+    runs = [r for r in results if r.system == system and r.ok]
+    return max(runs, key=lambda r: r.rate) if runs else None
+
+
+def summarize(results: list[Throughput], latency: Latency | None) -> int:
+    verdicts: list[bool] = []
+    _common.print_table(
+        "Throughput: claim -> no-op -> complete, timed until every row is finished in the database",
+        [
+            "system",
+            "setting",
+            "rows",
+            "seconds",
+            "rows/s",
+            "PG CPU us/row",
+            "client CPU us/row",
+            "WAL B/row",
+            "check",
+        ],
+        [
+            [
+                r.system,
+                r.setting,
+                r.rows,
+                r.seconds,
+                r.rate,
+                r.pg_us_per_row,
+                r.client_us_per_row,
+                r.wal_per_row,
+                "OK" if r.ok else "FAILED",
+            ]
+            for r in results
+        ],
+    )
+    verdicts.extend(r.ok for r in results)
+
+    mediad = best(results, "mediad")
+    rows: list[list[Any]] = []
+    for other in ("pgqueuer", "procrastinate"):
+        them = best(results, other)
+        if mediad is None or them is None:
+            continue
+        ratio = mediad.rate / them.rate
+        targeted = other == "pgqueuer"
+        if targeted:
+            verdicts.append(ratio >= TARGET_RATIO)
+        rows.append(
+            [
+                f"mediad / {other}",
+                f"{mediad.rate:,.0f} / {them.rate:,.0f}",
+                f"{ratio:.2f}x",
+                f">= {TARGET_RATIO}x" if targeted else "-",
+                ("yes" if ratio >= TARGET_RATIO else "NO") if targeted else "-",
+                f"{mediad.pg_us_per_row:,.0f} / {them.pg_us_per_row:,.0f}",
+                f"{mediad.client_us_per_row:,.0f} / {them.client_us_per_row:,.0f}",
+            ]
+        )
+    if rows:
+        _common.print_table(
+            "Ratios, best run of each (mediad also writes a lease and JSONB events per row)",
+            ["ratio", "rows/s", "value", "target", "met", "PG CPU us/row", "client CPU us/row"],
+            rows,
+        )
+        print(
+            "  (CPU per row varies far less than rows/s with the load of a shared machine. "
+            "On 2 cores the database's CPU per row bounds the rate.)"
+        )
+
+    if latency is not None:
+        med = _common.median(latency.samples_ms)
+        met = med < TARGET_LATENCY_MS and latency.missed == 0
+        verdicts.append(met)
+        _common.print_table(
+            "Pickup latency: idle daemon, woken by NOTIFY only (poll_interval 5s)",
+            ["measure", "samples", "median ms", "p90 ms", "p99 ms", "max ms", "target", "met"],
+            [
+                [
+                    "INSERT commit -> process()",
+                    len(latency.samples_ms),
+                    med,
+                    _common.percentile(latency.samples_ms, 90),
+                    _common.percentile(latency.samples_ms, 99),
+                    max(latency.samples_ms, default=math.nan),
+                    f"median < {TARGET_LATENCY_MS:.0f} ms",
+                    "yes" if met else "NO",
+                ],
+                [
+                    "INSERT sent -> process()",
+                    len(latency.from_send_ms),
+                    _common.median(latency.from_send_ms),
+                    _common.percentile(latency.from_send_ms, 90),
+                    _common.percentile(latency.from_send_ms, 99),
+                    max(latency.from_send_ms, default=math.nan),
+                    "-",
+                    "-",
+                ],
+            ],
+        )
+        if latency.missed:
+            print(f"  {latency.missed} row(s) not picked up within 10 s (NOTIFY missed)")
+
+    print()
+    if not verdicts:
+        print("nothing measured")
+        return 1
+    if all(verdicts):
+        print("ALL TARGETS MET")
+        return 0
+    print("TARGETS NOT MET: see the tables above")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
