@@ -635,6 +635,17 @@ def summarize(results: list[Throughput], latency: Latency | None) -> int:
     if not verdicts:
         print("nothing measured")
         return 1
+    unmeasured = [
+        name
+        for name, measured in (
+            ("the ratio to pgqueuer", best(results, "pgqueuer") and mediad),
+            ("the pickup latency", latency),
+        )
+        if not measured
+    ]
+    if all(verdicts) and unmeasured:
+        print("targets met where measured; not measured: " + ", ".join(unmeasured))
+        return 0
     if all(verdicts):
         print("ALL TARGETS MET")
         return 0

@@ -25,6 +25,11 @@ async def _init_connection(conn: asyncpg.Connection[Any]) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """Pooled connections hold no session state (LISTEN and migrations use their own), so
+    asyncpg's default reset, a round trip on every release, buys nothing."""
+
+
 def _describe(url: str, exc: BaseException) -> str:
     # The URL may hold a password: name only where we tried to go.
     safe = url.split("@")[-1] if "@" in url else url
@@ -43,6 +48,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             timeout=10,
             command_timeout=60,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,8 +31,11 @@ MAX_URL_LENGTH = 8192
 MEDIA_TYPES = frozenset({"image", "video", "gif", "audio", "document"})
 # What scrapers commonly write for our types (Twitter's API says photo and animated_gif).
 MEDIA_TYPE_ALIASES = {"photo": "image", "animated_gif": "gif"}
-# Decoding is CPU- and memory-hungry (a large PNG decodes to hundreds of MB): a few at once.
-_PROBES_AT_ONCE = 2
+# Probes run in threads and spend most of their time in C with the GIL released: enough of
+# them to keep every core busy while others wait on the network...
+_PROBES_AT_ONCE = 2 * (os.cpu_count() or 2)
+# ...but a large file may decode to hundreds of MB (a big PNG): those go one at a time.
+_LARGE_PROBE_BYTES = 8 * 1024 * 1024
 
 
 def make_stage(config: Config, process: Process) -> Stage:
@@ -141,6 +145,7 @@ class Downloader:
         self._breaker = breaker or HostBreaker()
         self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
         self._probe_slots = asyncio.Semaphore(_PROBES_AT_ONCE)
+        self._large_probe_slot = asyncio.Semaphore(1)
         self._per_host = per_host
         self._host_slots: dict[str, _HostSlot] = {}
 
@@ -197,13 +202,15 @@ class Downloader:
 
     async def _fetch_one(self, url: str, host: str, expires_at: datetime | None) -> Downloaded:
         self._check_breaker(host)
-        with self._store.open_temp() as tmp:
+        # Creating and locking the temp file touches the disk: not on the event loop.
+        with await asyncio.to_thread(self._store.open_temp) as tmp:
             async with self._host_slot(host):
                 # Asked again once a slot is free: rows that queued behind a host's failing
                 # fetches are deferred instead of failing in turn.
                 self._check_breaker(host)
                 fetched = await self._fetcher.fetch_into(url, tmp, expires_at=expires_at)
-            async with self._probe_slots:
+            large = self._large_probe_slot if tmp.size > _LARGE_PROBE_BYTES else None
+            async with self._probe_slots, large or contextlib.nullcontext():
                 info = await asyncio.to_thread(
                     probe.probe_file, tmp.path, declared_type=fetched.content_type
                 )

@@ -199,11 +199,14 @@ _ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
 def _probe_image(path: Path, pillow_format: str, max_pixels: int) -> MediaInfo:
     described = f"{pillow_format} image"
     try:
-        with Image.open(path, formats=[pillow_format]) as img:
-            _check_pixels(img.size, max_pixels, described)
-            img.verify()
+        # Pillow's JPEG verify() checks nothing (the decode below does); the others' do.
+        if pillow_format != "JPEG":
+            with Image.open(path, formats=[pillow_format]) as img:
+                _check_pixels(img.size, max_pixels, described)
+                img.verify()
         # verify() leaves the image unusable; a fresh open reads the pixels and the EXIF.
         with Image.open(path, formats=[pillow_format]) as img:
+            _check_pixels(img.size, max_pixels, described)
             pillow_format = img.format or pillow_format
             width, height = img.size
             metadata: dict[str, Any] = {"format": pillow_format, "mode": img.mode}
