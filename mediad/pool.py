@@ -23,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 # Database hiccups (a restart, a dropped connection) are waited out, never fatal.
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_WRITERS = 2
 
 
 @dataclass
@@ -202,13 +203,27 @@ class StagePool:
         self._pending_added.set()
 
     async def _flush_forever(self) -> None:
-        # Natural batching: while one write is in flight, the next batch accumulates.
-        while True:
-            await self._pending_added.wait()
-            self._pending_added.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._write(batch)
+        # Natural batching: while a write is in flight, the next batch accumulates. Two writes
+        # may be in flight at once, so the database can use a second core while a batch of
+        # results is written.
+        writers = asyncio.Semaphore(_WRITERS)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._pending_added.wait()
+                await writers.acquire()
+                self._pending_added.clear()
+                batch, self._pending = self._pending, []
+                if not batch:
+                    writers.release()
+                    continue
+                task = asyncio.create_task(self._write(batch))
+                task.add_done_callback(lambda _t: writers.release())
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+        finally:
+            for task in in_flight:
+                task.cancel()
 
     async def _write(self, batch: list[Outcome]) -> None:
         delay = 0.2
