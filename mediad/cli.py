@@ -7,16 +7,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import asyncpg
 
-from mediad import __version__, config, daemon, db, errors, migrate, queries
+from mediad import (
+    __version__,
+    archive,
+    besturl,
+    config,
+    daemon,
+    db,
+    errors,
+    evict,
+    migrate,
+    queries,
+    s3,
+    scrub,
+)
 from mediad import log as logsetup
+from mediad.store import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -63,6 +80,33 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--media-id")
     retry.add_argument("--error-code")
     retry.add_argument("--post-id")
+
+    verify = commands.add_parser(
+        "verify", help="re-hash local files, check archived objects; exit 1 if damage remains"
+    )
+    verify.add_argument(
+        "--repair",
+        action="store_true",
+        help="restore bad local files from the archive, re-upload bad objects from local files",
+    )
+    verify.add_argument(
+        "--deep", action="store_true", help="download and re-hash objects (default: HEAD checksums)"
+    )
+    verify.add_argument("--json", action="store_true")
+
+    url = commands.add_parser(
+        "url", help="the best URL now: hosted, else a presigned archive URL, else the original"
+    )
+    url.add_argument("media_id")
+    url.add_argument("--json", action="store_true", help="also say which kind and why")
+
+    eviction = commands.add_parser(
+        "evict", help="delete local copies of archived files, least recently used first"
+    )
+    eviction.add_argument(
+        "--max-bytes", metavar="SIZE", help="e.g. 50GB (default: storage.max_cache_size)"
+    )
+    eviction.add_argument("--json", action="store_true")
     return parser  # fmt: skip
 
 
@@ -258,6 +302,148 @@ async def _retry(cfg: config.Config, args: argparse.Namespace) -> int:
     return await _with_pool(cfg, work)
 
 
+def _store(cfg: config.Config) -> Store:
+    return Store(Path(cfg.storage.root).resolve(), cfg.storage.public_base_url or None)
+
+
+def _archive_configured(cfg: config.Config) -> bool:
+    return cfg.archive.enabled or bool(cfg.archive.bucket)
+
+
+async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        store = _store(cfg)
+        async with contextlib.AsyncExitStack() as stack:
+            client = archiver = None
+            if _archive_configured(cfg):
+                client = await stack.enter_async_context(s3.open_client(cfg.archive))
+                archiver = archive.Archiver(cfg.archive, client, store)
+            report = await scrub.verify(
+                pool, store, client, archiver,
+                repair=args.repair, deep=args.deep, progress=_Progress(sys.stderr),
+            )  # fmt: skip
+        if args.json:
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            print(_format_verify(report))
+        return EXIT_FAILURE if report.remaining else EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
+class _Progress:
+    """verify's progress on stderr, at most once a second (and at the end)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._last = 0.0
+
+    def __call__(self, progress: scrub.Progress) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0 and progress.groups_done < progress.groups_total:
+            return
+        self._last = now
+        print(
+            f"verify: {progress.groups_done}/{progress.groups_total} files,"
+            f" {progress.local_checked} local copies and {progress.objects_checked} objects"
+            " checked",
+            file=self._stream,
+            flush=True,
+        )
+
+
+def _format_verify(report: scrub.Report) -> str:
+    how = "downloaded and re-hashed" if report.deep else "HEAD: size and checksums"
+    lines = [
+        f"local files checked: {report.local_checked}",
+        f"archived objects checked: {report.objects_checked} ({how})",
+    ]
+    if report.unverifiable:
+        lines.append(f"objects without a checksum to compare: {report.unverifiable} (use --deep)")
+    if report.other_store:
+        lines.append(f"rows with files outside this store (not checked): {report.other_store}")
+    if report.restored:
+        lines.append(f"evicted rows given back their bytes, local again: {report.restored}")
+    problems = report.by_kind()
+    if problems:
+        lines.append(f"{'problem':<18}{'found':>7}{'repaired':>10}")
+        for kind, (found, repaired) in problems.items():
+            lines.append(f"{kind:<18}{found:>7}{repaired:>10}")
+    else:
+        lines.append("no problems found")
+    for damage in report.remaining:
+        lines.append(f"  {damage.kind}: {damage.where} ({damage.detail}) rows {damage.media_ids}")
+    lines.append(f"damage remaining: {len(report.remaining)}")
+    return "\n".join(lines)
+
+
+async def _url(cfg: config.Config, args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        async with contextlib.AsyncExitStack() as stack:
+            client: s3.S3 | None = None
+
+            async def presign(bucket: str, key: str, seconds: float) -> str:
+                nonlocal client
+                if client is None:
+                    client = await stack.enter_async_context(s3.open_client(cfg.archive))
+                return await client.presign_get(key, bucket, seconds)
+
+            try:
+                best = await besturl.best_url(
+                    pool,
+                    args.media_id,
+                    presign=presign if _archive_configured(cfg) else None,
+                    expiry=cfg.archive.presign_expiry,
+                )
+            except besturl.UnknownMediaError as exc:
+                print(f"mediad: {exc}", file=sys.stderr)
+                return EXIT_FAILURE
+        if args.json:
+            print(json.dumps(best.as_json(), indent=2))
+        else:
+            print(best.url)
+        return EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
+async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
+    if args.max_bytes is not None:
+        try:
+            limit: int | None = config.parse_size(args.max_bytes)
+        except ValueError as exc:
+            raise errors.ConfigError(f"--max-bytes: {exc}") from None
+    else:
+        limit = cfg.storage.max_cache_size
+    if limit is None:
+        raise errors.ConfigError("evict: give --max-bytes or set storage.max_cache_size")
+    if not _archive_configured(cfg):
+        raise errors.ConfigError("evict: archive.bucket is empty; only archived files are evicted")
+
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        async with s3.open_client(cfg.archive) as client:
+            report = await evict.evict(pool, _store(cfg), client, limit, by="mediad evict")
+        if args.json:
+            print(json.dumps(vars(report), indent=2))
+        else:
+            print(
+                f"evicted {report.evicted} file(s), {report.freed} bytes; the store holds"
+                f" {report.after} bytes (limit {report.limit})"
+            )
+            for url in report.archive_damaged:
+                print(f"kept (its archived copy is damaged): {url}")
+        if report.after > limit:
+            print(
+                "mediad: the store is still over the limit: the rest is not archived, or still"
+                " needed by a stage",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
 _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": _run,
     "migrate": _migrate,
@@ -266,4 +452,7 @@ _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any
     "list": _list,
     "show": _show,
     "retry": _retry,
+    "verify": _verify,
+    "url": _url,
+    "evict": _evict,
 }

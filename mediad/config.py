@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediad import __version__, errors
+from mediad import __version__, errors, keys
 
 _SIZE_UNITS = {
     "": 1,
@@ -133,6 +133,42 @@ def _parse_database_url(value: object) -> str:
     return text
 
 
+def _parse_key_template(value: object) -> str:
+    text = _parse_str(value)
+    keys.parse(text)
+    return text
+
+
+def _parse_storage_class(value: object) -> str:
+    text = _parse_str(value)
+    if text and not re.fullmatch(r"[A-Z][A-Z_]*", text):
+        raise ValueError(f"expected an S3 storage class such as STANDARD_IA, got {text!r}")
+    return text
+
+
+def _parse_sse(value: object) -> str:
+    text = _parse_str(value)
+    if text not in ("", "AES256", "aws:kms"):
+        raise ValueError(f"expected empty, AES256 or aws:kms, got {text!r}")
+    return text
+
+
+def _parse_part_size(value: object) -> int:
+    size = parse_size(value)
+    # S3's own bounds for every part but the last.
+    if not 5 * 1024**2 <= size <= 5 * 1024**3:
+        raise ValueError("must be between 5MiB and 5GiB")
+    return size
+
+
+def _parse_presign_expiry(value: object) -> float:
+    seconds = parse_duration(value)
+    # SigV4 presigned URLs live at most seven days.
+    if not 1 <= seconds <= 7 * 86400:
+        raise ValueError("must be between 1s and 7d")
+    return seconds
+
+
 def _key(default: Any, parse: Callable[[object], Any]) -> Any:
     """A config key: its default as written in config.toml, and the parser of its kind."""
     return field(default=parse(default), metadata={"parse": parse})
@@ -149,6 +185,8 @@ class StorageConfig:
     public_base_url: str = _key("", _parse_str)
     max_file_size: int = _key("100MB", parse_size)
     max_cache_size: int | None = _key("", parse_optional_size)
+    # How often the daemon checks the store against max_cache_size.
+    evict_interval: float = _key("5m", parse_duration)
 
 
 @dataclass(frozen=True)
@@ -170,9 +208,25 @@ class ArchiveConfig:
     endpoint_url: str = _key("", _parse_str)
     region: str = _key("us-east-1", _parse_str)
     bucket: str = _key("", _parse_str)
-    key_template: str = _key("media/{sha256[:2]}/{sha256}.{ext}", _parse_str)
+    key_template: str = _key("media/{sha256[:2]}/{sha256}.{ext}", _parse_key_template)
     concurrency: int = _key(4, _parse_positive_int)
     max_attempts: int = _key(8, _parse_positive_int)
+    addressing_style: str = _key("auto", _one_of("auto", "path", "virtual"))
+    # Empty: the bucket's default class.
+    storage_class: str = _key("", _parse_storage_class)
+    # Server-side encryption: empty (the bucket's default), AES256 or aws:kms.
+    sse: str = _key("", _parse_sse)
+    sse_kms_key_id: str = _key("", _parse_str)
+    # Files larger than part_size are uploaded in parts of this size, upload_concurrency at once.
+    part_size: int = _key("8MiB", _parse_part_size)
+    upload_concurrency: int = _key(4, _parse_positive_int)
+    presign_expiry: float = _key("1h", _parse_presign_expiry)
+    verify_after_upload: bool = _key(True, _parse_bool)
+    connect_timeout: float = _key("10s", parse_duration)
+    read_timeout: float = _key("60s", parse_duration)
+    # When S3 is unreachable or refuses us, the stage pauses this long, doubling up to the max.
+    outage_pause: float = _key("5s", parse_duration)
+    outage_pause_max: float = _key("5m", parse_duration)
 
 
 @dataclass(frozen=True)
@@ -316,6 +370,12 @@ def _check(config: Config) -> None:
         raise errors.ConfigError("daemon.poll_interval: must be more than 0s")
     if config.archive.enabled and not config.archive.bucket:
         raise errors.ConfigError("archive.bucket: required when archive.enabled is true")
+    if config.archive.sse_kms_key_id and config.archive.sse != "aws:kms":
+        raise errors.ConfigError('archive.sse_kms_key_id: needs archive.sse = "aws:kms"')
+    if config.archive.outage_pause_max < config.archive.outage_pause:
+        raise errors.ConfigError("archive.outage_pause_max: must not be less than outage_pause")
+    if config.storage.evict_interval <= 0:
+        raise errors.ConfigError("storage.evict_interval: must be more than 0s")
 
 
 def find_config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path | None:

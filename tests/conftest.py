@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from mediad import db, migrate
+from tests.s3server import SeaweedFS
 
 TEMPLATE = "mediad_template"
 
@@ -99,3 +100,25 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool[Any]]:
     p = await db.create_pool(db_url, max_size=8)
     yield p
     await p.close()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """A real S3 (SeaweedFS, auth on, bucket `media`), started the first time a test asks."""
+    with tempfile.TemporaryDirectory(prefix="mediad-s3-") as tmp:
+        server = SeaweedFS(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3_server(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedFS:
+    """SeaweedFS running, and this test's AWS environment variables pointing at it."""
+    if not seaweedfs.running:
+        seaweedfs.start()
+    for name, value in seaweedfs.env().items():
+        monkeypatch.setenv(name, value)
+    return seaweedfs

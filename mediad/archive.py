@@ -1,0 +1,398 @@
+"""The archive stage: a downloaded file becomes an object in S3 whose bytes are proven to be ours.
+
+key ▸ content-addressed copy already there? ▸ upload (one PUT with Content-MD5 and SHA-256, or
+multipart with a SHA-256 per part) ▸ HEAD and compare with our digests ▸ record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mediad import errors, evict, keys, s3
+from mediad.config import ArchiveConfig, Config
+from mediad.stage import Process, Result, Row, Stage
+from mediad.store import Store
+
+log = structlog.get_logger(__name__)
+
+# Consecutive failures to reach S3 (no success between) after which it counts as down: the
+# stage pauses instead of spending the attempts of row after row.
+OUTAGE_AFTER = 3
+
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+_EXT = re.compile(r"[a-z0-9]{1,8}")
+
+
+def make_stage(config: Config, process: Process) -> Stage:
+    return Stage(
+        name="archive",
+        process=process,
+        concurrency=config.archive.concurrency,
+        max_attempts=config.archive.max_attempts,
+        complete_query="complete_archive",
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
+    """Open the one S3 client for the daemon's life (and the evictor, with max_cache_size)."""
+    if not config.archive.enabled:
+        yield None
+        return
+    root = await asyncio.to_thread(Path(config.storage.root).resolve)
+    store = Store(root, config.storage.public_base_url or None)
+    async with s3.open_client(config.archive) as client:
+        archiver = Archiver(config.archive, client, store)
+        await archiver.check_access()
+        async with evict.in_daemon(config, client, store):
+            yield make_stage(config, archiver.process)
+
+
+@dataclass(frozen=True)
+class Local:
+    """What a row says about its local file."""
+
+    path: Path | None  # None: evicted, with an archive_url to check instead
+    sha256: str
+    md5: str
+    size: int
+    ext: str
+
+
+def local_of(row: Row, store: Store) -> Local:
+    """The row's local file and digests; PermanentError when the row cannot be archived."""
+    if not row.local_file_path and not row.archive_url:
+        raise errors.PermanentError(
+            "the row has no local file to archive", error_code="local_file_missing"
+        )
+    path = Path(row.local_file_path) if row.local_file_path else None
+    if path is not None:
+        try:
+            store.relative(path)
+        except ValueError:
+            raise errors.PermanentError(
+                f"{path} is not inside the store {store.root}",
+                error_code="local_file_outside_store",
+            ) from None
+    sha256, md5 = (row.sha256_sum or "").lower(), (row.md5_sum or "").lower()
+    if not _HEX["sha256"].fullmatch(sha256) or not _HEX["md5"].fullmatch(md5):
+        raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
+    if row.file_size is None or row.file_size < 0:
+        raise errors.PermanentError("the row has no file_size", error_code="bad_digests")
+    ext = path.suffix[1:] if path is not None else ""
+    return Local(path, sha256, md5, row.file_size, ext if _EXT.fullmatch(ext) else "bin")
+
+
+class Health:
+    """Tells a row's own trouble from S3's, pauses the stage for the latter, and says so once."""
+
+    def __init__(
+        self, base: float, cap: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._base, self._cap, self._clock = base, cap, clock
+        self._pause = base
+        self._resume_at = 0.0
+        self.failures = 0
+        self.problem: str | None = None
+
+    def ok(self) -> None:
+        """S3 answered as it should."""
+        if self.problem is not None:
+            log.warning("archive_access_restored", previous=self.problem)
+            self.problem = None
+        elif self.failures >= OUTAGE_AFTER:
+            log.warning("archive_endpoint_back", failures=self.failures)
+        self.failures = 0
+        self._pause = self._base
+
+    def refused(self, exc: s3.S3Error) -> errors.StagePausedError:
+        """Credentials, permissions, bucket or region: loud, once while it lasts, then pause."""
+        if self.problem is None:
+            self.problem = exc.error_code
+            log.error(
+                "archive_access_denied",
+                error_code=exc.error_code,
+                error=str(exc),
+                hint="check archive.bucket, archive.region, archive.endpoint_url and the AWS"
+                " credentials in the environment; no row fails meanwhile",
+            )
+        return self._paused(exc)
+
+    def unavailable(self, exc: s3.S3UnavailableError) -> errors.StageError:
+        """A 5xx, throttling or connection failure: the row retries, or the stage pauses."""
+        self.failures += 1
+        if self.failures < OUTAGE_AFTER:
+            return errors.TransientError(
+                str(exc), error_code=exc.error_code, retry_after=exc.retry_after
+            )
+        if self.failures == OUTAGE_AFTER:
+            log.error("archive_endpoint_down", error_code=exc.error_code, error=str(exc))
+        return self._paused(exc)
+
+    def _paused(self, exc: s3.S3Error) -> errors.StagePausedError:
+        now = self._clock()
+        if now < self._resume_at:
+            # Another row hit the same wall: keep the pause already running as it is.
+            remaining = max(self._resume_at - now - 0.05, 0.0)
+            return errors.StagePausedError(str(exc), error_code=exc.error_code, pause_for=remaining)
+        seconds, self._pause = self._pause, min(self._pause * 2, self._cap)
+        self._resume_at = now + seconds
+        return errors.StagePausedError(str(exc), error_code=exc.error_code, pause_for=seconds)
+
+
+@dataclass(frozen=True)
+class Archived:
+    key: str
+    outcome: str  # uploaded, replaced (a wrong object was overwritten), already_present
+    verified: str  # how: checksum_sha256, composite_sha256, etag_md5, metadata_sha256, put_response
+    etag: str
+    checksum_sha256: str | None
+    parts: int
+    part_size: int | None
+
+
+class Archiver:
+    """Uploads one row's file and proves the object holds its bytes."""
+
+    def __init__(
+        self,
+        config: ArchiveConfig,
+        client: s3.S3,
+        store: Store,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._config = config
+        self._s3 = client
+        self._store = store
+        self._template = keys.parse(config.key_template)
+        self._now = now
+        self.health = Health(config.outage_pause, config.outage_pause_max)
+
+    async def check_access(self) -> None:
+        """At start: say at once (never fail) if the bucket cannot be used."""
+        try:
+            await self._s3.check_bucket()
+        except s3.S3UnavailableError as exc:
+            log.warning("archive_endpoint_unreachable", error=str(exc))
+        except s3.S3Error as exc:
+            self.health.refused(exc)
+        else:
+            log.info("archive_ready", bucket=self._s3.bucket)
+
+    async def process(self, row: Row) -> Result:
+        started = time.monotonic()
+        local = local_of(row, self._store)
+        key = self.key_for(row, local)
+        try:
+            done, gone = await self.upload(local, key)
+        except s3.S3UnavailableError as exc:
+            raise self.health.unavailable(exc) from None
+        except s3.S3AccessError as exc:
+            raise self.health.refused(exc) from None
+        except s3.S3RejectedError as exc:
+            self.health.ok()  # S3 answered: it is this request it refuses
+            raise errors.PermanentError(str(exc), error_code=exc.error_code) from None
+        self.health.ok()
+        return self._result(local, done, gone, time.monotonic() - started)
+
+    def key_for(self, row: Row, local: Local) -> str:
+        """The row's key: where it was archived before (in this bucket), else the template's."""
+        if row.archive_url:
+            with contextlib.suppress(ValueError):
+                bucket, key = keys.parse_s3_url(row.archive_url)
+                if bucket == self._s3.bucket:
+                    keys.check_key(key)
+                    return key
+        now = self._now()
+        values = {
+            "sha256": local.sha256,
+            "md5": local.md5,
+            "ext": local.ext,
+            "media_id": row.media_id,
+            "post_id": row.post_id,
+            "platform": row.platform,
+            "media_type": row.media_type,
+            "year": f"{now.year:04d}",
+            "month": f"{now.month:02d}",
+            "day": f"{now.day:02d}",
+        }
+        try:
+            return self._template.render(values)
+        except keys.UnsafeKeyError as exc:
+            raise errors.PermanentError(str(exc), error_code="bad_archive_key") from None
+
+    async def upload(self, local: Local, key: str) -> tuple[Archived, bool]:
+        """Put the local file at `key` unless an intact copy is there; verify; True if the local
+        file was missing (and the object already held its bytes)."""
+        path = local.path
+        if path is None:
+            return await self._without_local_file(local, key), True
+        try:
+            size = await asyncio.to_thread(_size_of, path)
+        except FileNotFoundError:
+            return await self._without_local_file(local, key), True
+        if size != local.size:
+            raise errors.PermanentError(
+                f"{path} is {size} bytes; its row says {local.size}",
+                error_code="local_file_corrupt",
+            )
+        if local.size <= self._config.part_size:
+            return await self._put_small(local, path, key), False
+        return await self._put_large(local, path, key), False
+
+    async def _without_local_file(self, local: Local, key: str) -> Archived:
+        # Evicted or deleted behind our back: fine if the archive already holds these bytes.
+        info = await self._s3.head(key)
+        if info is not None:
+            verdict = self._judge(info, local)
+            if verdict.ok:
+                return _archived(key, "already_present", verdict.how, info)
+        what = f"local file {local.path} is missing" if local.path else "no local file"
+        raise errors.PermanentError(
+            f"{what}, and the archive does not hold its bytes", error_code="local_file_missing"
+        )
+
+    async def _put_small(self, local: Local, path: Path, key: str) -> Archived:
+        try:
+            data = await asyncio.to_thread(s3.read_file, path, local.size)
+        except s3.DigestMismatchError as exc:
+            raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
+        content_addressed = local.sha256 in key
+        outcome = "uploaded"
+        try:
+            # If-None-Match: one request, where HEAD-then-PUT would take two for a new object.
+            uploaded = await self._s3.put_bytes(
+                key, data, md5=local.md5, sha256=local.sha256, if_none_match=content_addressed
+            )
+            if uploaded is None:
+                info = await self._s3.head(key)
+                if info is not None:
+                    verdict = self._judge(info, local)
+                    if verdict.ok:
+                        return _archived(key, "already_present", verdict.how, info)
+                log.warning("archive_object_replaced", key=key)
+                outcome = "replaced"
+                uploaded = await self._s3.put_bytes(
+                    key, data, md5=local.md5, sha256=local.sha256, if_none_match=False
+                )
+                assert uploaded is not None
+        except s3.S3BadDigestError as exc:
+            raise await self._blame(local, path, exc) from None
+        finally:
+            del data
+        return await self._verified(local, key, outcome, uploaded)
+
+    async def _put_large(self, local: Local, path: Path, key: str) -> Archived:
+        if local.sha256 in key:
+            info = await self._s3.head(key)
+            if info is not None:
+                verdict = self._judge(info, local)
+                if verdict.ok:
+                    return _archived(key, "already_present", verdict.how, info)
+                log.warning("archive_object_replaced", key=key, problem=verdict.how)
+        try:
+            uploaded = await self._s3.put_file_multipart(
+                key, path, size=local.size, sha256=local.sha256
+            )
+        except s3.DigestMismatchError as exc:
+            raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
+        except s3.S3BadDigestError as exc:
+            raise await self._blame(local, path, exc) from None
+        return await self._verified(local, key, "uploaded", uploaded)
+
+    async def _blame(self, local: Local, path: Path, exc: s3.S3BadDigestError) -> errors.StageError:
+        """S3 got bytes that do not match the row's digests: is our file damaged, or the wire?"""
+        size, sha256 = await asyncio.to_thread(s3.hash_file, path)
+        if (size, sha256) != (local.size, local.sha256):
+            return errors.PermanentError(
+                f"{path} no longer hashes to its recorded SHA-256",
+                error_code="local_file_corrupt",
+            )
+        return errors.TransientError(str(exc), error_code=exc.error_code)
+
+    async def _verified(
+        self, local: Local, key: str, outcome: str, uploaded: s3.Uploaded
+    ) -> Archived:
+        """HEAD the object just written and compare it with our digests."""
+        if not self._config.verify_after_upload:
+            expected = uploaded.composite_sha256 or s3.b64(local.sha256)
+            how = "put_response" if uploaded.checksum_sha256 == expected else "not_verified"
+            return Archived(
+                key, outcome, how, uploaded.etag, uploaded.checksum_sha256,
+                uploaded.parts, uploaded.part_size,
+            )  # fmt: skip
+        info = await self._s3.head(key)
+        if info is None:
+            raise errors.TransientError(
+                f"{key} is not there right after its upload", error_code="archive_verify_failed"
+            )
+        verdict = self._judge(info, local, composite=uploaded.composite_sha256)
+        if not verdict.ok:
+            raise errors.TransientError(
+                f"{key} does not match what was uploaded: {verdict.how}",
+                error_code="archive_verify_failed",
+            )
+        return Archived(
+            key, outcome, verdict.how, info.etag, info.checksum_sha256,
+            uploaded.parts, uploaded.part_size,
+        )  # fmt: skip
+
+    def _judge(self, info: s3.ObjectInfo, local: Local, composite: str | None = None) -> s3.Verdict:
+        return s3.judge(
+            info,
+            size=local.size,
+            sha256=local.sha256,
+            md5=local.md5,
+            composite_sha256=composite,
+            etag_is_md5=self._s3.etag_is_md5,
+        )
+
+    def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
+        record: dict[str, Any] = {
+            "bucket": self._s3.bucket,
+            "key": done.key,
+            "etag": done.etag,
+            "checksum_sha256": done.checksum_sha256,
+            "parts": done.parts,
+            "part_size": done.part_size,
+            "verified": done.verified,
+        }
+        details: dict[str, Any] = {
+            "bucket": self._s3.bucket,
+            "key": done.key,
+            "size": local.size,
+            "verified": done.verified,
+            "outcome": done.outcome,
+            "uploaded": done.outcome != "already_present",
+            "parts": done.parts,
+            "seconds": round(seconds, 3),
+        }
+        if gone:
+            details["local_file"] = "missing"
+        columns = {
+            "archive_url": keys.s3_url(self._s3.bucket, done.key),
+            "archive": record,
+            "local_file_gone": gone,
+        }
+        return Result(columns=columns, details=details)
+
+
+def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived:
+    parts = int(info.etag.rpartition("-")[2]) if info.multipart and "-" in info.etag else 1
+    return Archived(key, outcome, how, info.etag, info.checksum_sha256, parts, None)
+
+
+def _size_of(path: Path) -> int:
+    return os.stat(path).st_size

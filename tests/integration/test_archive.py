@@ -1,0 +1,276 @@
+"""The archive stage against a real S3 (SeaweedFS): uploads proven by checksums, idempotence,
+key templates, credentials refused, and an outage in the middle of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+
+from mediad import archive, daemon
+from tests import media
+from tests.archive_support import (
+    archive_config,
+    downloaded_rows,
+    events,
+    run_archive,
+    store_of,
+)
+from tests.s3server import SeaweedFS
+from tests.support import row, wait_for
+
+
+def b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def key_of(archive_url: str) -> str:
+    return archive_url.removeprefix("s3://media/")
+
+
+async def test_small_file_is_uploaded_and_verified(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A JPEG is one PUT; its HEAD checksum matches our SHA-256 before the row completes."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    [done] = await downloaded_rows(pool, store_of(cfg), [media.jpeg_with_exif(seed=1)])
+    await run_archive(cfg, db_url)
+    r = await row(pool, done.media_id)
+    assert r["archive_status"] == "completed" and r["archived_at"] is not None
+    sha = done.stored.sha256
+    assert re.fullmatch(rf"s3://media/t-[0-9a-f]{{8}}/media/{sha[:2]}/{sha}\.jpg", r["archive_url"])
+    [event] = events(r, "archive_completed")
+    assert event["status"] == "success"
+    assert event["details"]["verified"] == "checksum_sha256"
+    assert (event["details"]["outcome"], event["details"]["uploaded"]) == ("uploaded", True)
+    assert event["details"]["size"] == done.stored.size
+    head = s3_server.client().head_object(
+        Bucket="media", Key=key_of(r["archive_url"]), ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumSHA256"] == b64(sha)
+    assert head["ETag"].strip('"') == done.stored.md5
+    body = s3_server.client().get_object(Bucket="media", Key=key_of(r["archive_url"]))["Body"]
+    assert body.read() == done.stored.path.read_bytes()
+    assert r["metadata"]["archive"]["verified"] == "checksum_sha256"
+
+
+async def test_large_file_goes_in_parts_and_is_not_uploaded_again(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A file over part_size is multipart (a SHA-256 per part, the composite checked after);
+    archiving it again finds the object and uploads nothing."""
+    cfg = archive_config(s3_server, tmp_path / "store", archive_part_size="5MiB")
+    big = media.image("BMP", 1500, 1300, seed=7)  # 5.85 MB of real BMP
+    [done] = await downloaded_rows(pool, store_of(cfg), [(big, "images", "bmp")])
+    await run_archive(cfg, db_url)
+    r = await row(pool, done.media_id)
+    assert r["archive_status"] == "completed"
+    [event] = events(r, "archive_completed")
+    assert event["details"]["parts"] == 2
+    assert event["details"]["verified"] == "composite_sha256"
+    key = key_of(r["archive_url"])
+    head = s3_server.client().head_object(Bucket="media", Key=key, ChecksumMode="ENABLED")
+    part = 5 * 1024 * 1024
+    digests = b"".join(hashlib.sha256(big[i : i + part]).digest() for i in range(0, len(big), part))
+    assert (
+        head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(digests).digest()).decode() + "-2"
+    )
+    assert s3_server.client().get_object(Bucket="media", Key=key)["Body"].read() == big
+
+    await pool.execute("UPDATE post_media SET archive_status = 'not_started'")
+    await run_archive(cfg, db_url)
+    again = events(await row(pool, done.media_id), "archive_completed")[-1]["details"]
+    assert (again["outcome"], again["uploaded"]) == ("already_present", False)
+    after = s3_server.client().head_object(Bucket="media", Key=key)
+    assert after["LastModified"] == head["LastModified"]
+
+
+async def test_the_same_bytes_are_uploaded_once(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """Two rows with the same bytes share one content-addressed object: one upload, one
+    already_present, and both rows archived at the same URL."""
+    cfg = archive_config(s3_server, tmp_path / "store", archive_concurrency="1")
+    data = media.png(seed=3)
+    first, second = await downloaded_rows(pool, store_of(cfg), [(data, "images", "png")] * 2)
+    await run_archive(cfg, db_url)
+    a, b = await row(pool, first.media_id), await row(pool, second.media_id)
+    assert a["archive_url"] == b["archive_url"]
+    outcomes = sorted(events(x, "archive_completed")[0]["details"]["outcome"] for x in (a, b))
+    assert outcomes == ["already_present", "uploaded"]
+
+
+async def test_seed_001_key_template(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """`media/{year}/{month}/{media_id}.{ext}` keys each row by its media_id and the UTC month."""
+    cfg = archive_config(
+        s3_server,
+        tmp_path / "store",
+        archive_key_template="seed/media/{year}/{month}/{media_id}.{ext}",
+    )
+    rows = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=4)] * 2)
+    before = datetime.now(UTC)
+    await run_archive(cfg, db_url)
+    for done in rows:
+        r = await row(pool, done.media_id)
+        assert r["archive_status"] == "completed"
+        assert r["archive_url"] == (
+            f"s3://media/seed/media/{before:%Y}/{before:%m}/{done.media_id}.jpg"
+        )
+        body = s3_server.client().get_object(Bucket="media", Key=key_of(r["archive_url"]))
+        assert body["Body"].read() == done.stored.path.read_bytes()
+
+
+async def test_wrong_credentials_pause_the_pool_and_fail_nothing(
+    db_url: str,
+    pool: asyncpg.Pool[Any],
+    s3_server: SeaweedFS,
+    tmp_path: Path,
+    monkeypatch: Any,
+) -> None:
+    """A refused signature is logged once, loudly; the rows are handed back with no attempt
+    spent, and they archive once the credentials are right."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    rows = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=s) for s in range(6)])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with structlog.testing.capture_logs() as logs:
+        await run_archive(cfg, db_url)
+    loud = [e for e in logs if e["event"] == "archive_access_denied"]
+    assert len(loud) == 1 and loud[0]["log_level"] == "error"
+    assert "not-the-secret" not in repr(logs)
+    for done in rows:
+        r = await row(pool, done.media_id)
+        assert (r["archive_status"], r["archive_attempts"], r["error_code"]) == (
+            "not_started", 0, None,
+        )  # fmt: skip
+    released = await pool.fetchval(
+        "SELECT count(*) FROM post_media, jsonb_array_elements(ai_analysis_log) AS e"
+        " WHERE e->>'event' = 'archive_released' AND e->'details'->>'reason' LIKE 's3_%'"
+    )
+    assert released >= 1
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    await run_archive(cfg, db_url)
+    statuses = await pool.fetch("SELECT archive_status FROM post_media")
+    assert {r["archive_status"] for r in statuses} == {"completed"}
+
+
+async def test_seaweedfs_stopped_mid_run_fails_no_row(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """S3 goes away in the middle of a run and comes back: every row ends archived, none failed."""
+    cfg = archive_config(s3_server, tmp_path / "store", archive_concurrency="2")
+    rows = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=s) for s in range(16)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        daemon.run(cfg, url=db_url, factories=[archive.open_stage], stop=stop)
+    )
+    try:
+        await wait_for(lambda: _archived_at_least(pool, 3), within=30)
+        await asyncio.to_thread(s3_server.stop)
+        await wait_for(lambda: _trouble_seen(pool), within=30)
+        await asyncio.to_thread(s3_server.start)
+        await wait_for(lambda: _archived_at_least(pool, len(rows)), within=60)
+    finally:
+        if not s3_server.running:
+            await asyncio.to_thread(s3_server.start)
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+    states = await pool.fetch("SELECT archive_status, error_code FROM post_media")
+    assert [s["archive_status"] for s in states] == ["completed"] * len(rows)
+    for done in rows:
+        r = await row(pool, done.media_id)
+        assert events(r, "archive_completed")[-1]["details"]["verified"] == "checksum_sha256"
+        assert not events(r, "archive_failed")
+    why = await pool.fetch(
+        "SELECT DISTINCT coalesce(e->'details'->>'error_code', e->'details'->>'reason') AS code"
+        " FROM post_media, jsonb_array_elements(ai_analysis_log) AS e"
+        " WHERE e->>'event' IN ('archive_released', 'retry_scheduled')"
+    )
+    assert {w["code"] for w in why} <= {"s3_unavailable"}
+
+
+async def _archived_at_least(pool: asyncpg.Pool[Any], count: int) -> bool:
+    done = await pool.fetchval("SELECT count(*) FROM post_media WHERE archive_status = 'completed'")
+    return bool(done >= count)
+
+
+async def _trouble_seen(pool: asyncpg.Pool[Any]) -> bool:
+    return bool(
+        await pool.fetchval(
+            "SELECT count(*) FROM post_media, jsonb_array_elements(ai_analysis_log) AS e"
+            " WHERE e->>'event' IN ('archive_released', 'retry_scheduled')"
+        )
+    )
+
+
+async def test_missing_local_file_fails_the_row_clearly(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A local file gone before it was archived fails the row at once with local_file_missing."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    [done] = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=9)])
+    done.stored.path.unlink()
+    await run_archive(cfg, db_url)
+    r = await row(pool, done.media_id)
+    assert (r["archive_status"], r["error_code"], r["archive_attempts"]) == (
+        "failed", "local_file_missing", 1,
+    )  # fmt: skip
+    assert events(r, "archive_failed")[0]["details"]["error_code"] == "local_file_missing"
+
+
+async def test_a_corrupted_local_file_is_never_archived(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """S3 refuses bytes that do not match the row's digests; the row fails local_file_corrupt and
+    no object is left behind."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    [done] = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=10)])
+    data = bytearray(done.stored.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    done.stored.path.write_bytes(bytes(data))
+    await run_archive(cfg, db_url)
+    r = await row(pool, done.media_id)
+    assert (r["archive_status"], r["error_code"]) == ("failed", "local_file_corrupt")
+    sha = done.stored.sha256
+    prefix = cfg.archive.key_template.split("/")[0]
+    listed = s3_server.client().list_objects_v2(Bucket="media", Prefix=f"{prefix}/")
+    assert listed.get("KeyCount", 0) == 0, f"an object for {sha} was stored"
+
+
+async def test_disabled_archive_opens_nothing(tmp_path: Path) -> None:
+    """With archive.enabled false the stage factory yields no stage (downloads mark it skipped)."""
+    from tests.support import make_config
+
+    async with archive.open_stage(make_config(storage_root=str(tmp_path))) as stage:
+        assert stage is None
+
+
+async def test_an_evicted_row_archived_again_checks_its_object(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """Re-archiving a row whose local copy was evicted verifies the object it already has, and
+    fails local_file_missing only when that object is gone too."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    kept, lost = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=s) for s in (60, 61)])
+    await run_archive(cfg, db_url)
+    lost_url = (await row(pool, lost.media_id))["archive_url"]
+    s3_server.client().delete_object(Bucket="media", Key=key_of(lost_url))
+    await pool.execute(
+        "UPDATE post_media SET local_file_path = NULL, hosted_url = NULL,"
+        " archive_status = 'not_started'"
+    )
+    await run_archive(cfg, db_url)
+    r = await row(pool, kept.media_id)
+    assert r["archive_status"] == "completed"
+    details = events(r, "archive_completed")[-1]["details"]
+    assert (details["outcome"], details["local_file"]) == ("already_present", "missing")
+    r = await row(pool, lost.media_id)
+    assert (r["archive_status"], r["error_code"]) == ("failed", "local_file_missing")

@@ -1,0 +1,146 @@
+"""The archive's judgement of S3: checksums compared, errors classified, outages told apart."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from botocore import exceptions as boto_errors
+
+from mediad import archive, errors, s3
+
+DATA = b"bytes of a photo" * 1000
+SHA = hashlib.sha256(DATA).hexdigest()
+MD5 = hashlib.md5(DATA).hexdigest()
+
+
+def info(**overrides: object) -> s3.ObjectInfo:
+    fields: dict[str, object] = {
+        "key": "k",
+        "size": len(DATA),
+        "etag": MD5,
+        "checksum_sha256": s3.b64(SHA),
+        "metadata_sha256": SHA,
+    }
+    fields.update(overrides)
+    return s3.ObjectInfo(**fields)  # type: ignore[arg-type]
+
+
+def judge(obj: s3.ObjectInfo, **kwargs: object) -> s3.Verdict:
+    return s3.judge(obj, size=len(DATA), sha256=SHA, md5=MD5, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_matching_object_is_verified_by_its_strongest_checksum() -> None:
+    """SHA-256 first; without it the MD5 ETag; without either our recorded digest."""
+    assert judge(info()) == s3.Verdict(True, "checksum_sha256")
+    assert judge(info(checksum_sha256=None)) == s3.Verdict(True, "etag_md5")
+    assert judge(info(checksum_sha256=None, etag="x-2")).how == "metadata_sha256"
+
+
+@pytest.mark.parametrize(
+    ("obj", "problem"),
+    [
+        (info(size=len(DATA) - 1), "size"),
+        (info(checksum_sha256=s3.b64("0" * 64)), "SHA-256 checksum differs"),
+        (info(checksum_sha256=None, etag="0" * 32), "ETag (MD5) differs"),
+        (info(metadata_sha256="1" * 64), "recorded SHA-256 differs"),
+        (info(checksum_sha256=None, etag="x-2", metadata_sha256=None), "unverifiable"),
+    ],
+)
+def test_any_mismatch_is_damage(obj: s3.ObjectInfo, problem: str) -> None:
+    """Any checksum the object carries that differs from ours fails it."""
+    verdict = judge(obj)
+    assert not verdict.ok and problem in verdict.how
+
+
+def test_multipart_objects_compare_the_composite_checksum() -> None:
+    """A multipart object's checksum is SHA-256 of its parts' SHA-256s, then -N."""
+    part = 4096
+    digests = [hashlib.sha256(DATA[i : i + part]).digest() for i in range(0, len(DATA), part)]
+    expected = s3.composite(digests)
+    raw = hashlib.sha256(b"".join(digests)).digest()
+    assert expected == f"{base64.b64encode(raw).decode()}-{len(digests)}"
+    obj = info(checksum_sha256=expected, etag="abc-4")
+    assert judge(obj, composite_sha256=expected) == s3.Verdict(True, "composite_sha256")
+    assert not judge(obj, composite_sha256="other-4").ok
+
+
+def client_error(code: str, status: int) -> boto_errors.ClientError:
+    return boto_errors.ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "code"),
+    [
+        (client_error("AccessDenied", 403), s3.S3AccessError, "s3_access_denied"),
+        (client_error("403", 403), s3.S3AccessError, "s3_access_denied"),
+        (client_error("SignatureDoesNotMatch", 403), s3.S3AccessError, "s3_bad_credentials"),
+        (client_error("InvalidAccessKeyId", 403), s3.S3AccessError, "s3_bad_credentials"),
+        (client_error("NoSuchBucket", 404), s3.S3AccessError, "s3_no_such_bucket"),
+        (client_error("PermanentRedirect", 301), s3.S3AccessError, "s3_wrong_region"),
+        (client_error("SlowDown", 503), s3.S3UnavailableError, "s3_throttled"),
+        (client_error("InternalError", 500), s3.S3UnavailableError, "s3_unavailable"),
+        (client_error("BadDigest", 400), s3.S3BadDigestError, "s3_bad_digest"),
+        (client_error("EntityTooLarge", 400), s3.S3RejectedError, "s3_rejected"),
+        (boto_errors.EndpointConnectionError(endpoint_url="http://x"), s3.S3UnavailableError,
+         "s3_unavailable"),
+        (boto_errors.NoCredentialsError(), s3.S3AccessError, "s3_bad_credentials"),
+        (ConnectionResetError(), s3.S3UnavailableError, "s3_unavailable"),
+    ],
+)  # fmt: skip
+def test_s3_errors_are_classified(exc: Exception, kind: type[s3.S3Error], code: str) -> None:
+    """Access problems, outages, digest refusals and other refusals each get their error_code."""
+    translated = s3.translate(exc, "PUT k")
+    assert type(translated) is kind and translated.error_code == code
+
+
+def test_an_unknown_exception_is_not_swallowed() -> None:
+    """A bug (anything not from S3 or the network) is re-raised as it is."""
+    with pytest.raises(ZeroDivisionError):
+        s3.translate(ZeroDivisionError(), "PUT k")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_isolated_failures_retry_and_an_outage_pauses() -> None:
+    """Two failures in a row are the rows' retries; the third pauses the stage, doubling while
+    it lasts; a success resets it."""
+    clock = Clock()
+    health = archive.Health(2.0, 5.0, clock)
+    down = s3.S3UnavailableError("refused", error_code="s3_unavailable")
+    assert type(health.unavailable(down)) is errors.TransientError
+    assert type(health.unavailable(down)) is errors.TransientError
+    first = health.unavailable(down)
+    assert isinstance(first, errors.StagePausedError) and first.pause_for == 2.0
+    clock.now += 1.0  # another row fails inside the same pause: it is not extended
+    same = health.unavailable(down)
+    assert isinstance(same, errors.StagePausedError) and same.pause_for < 1.0
+    clock.now += 1.5
+    second = health.unavailable(down)
+    assert isinstance(second, errors.StagePausedError) and second.pause_for == 4.0
+    clock.now += 5.0
+    third = health.unavailable(down)
+    assert isinstance(third, errors.StagePausedError) and third.pause_for == 5.0
+    health.ok()
+    assert type(health.unavailable(down)) is errors.TransientError
+
+
+def test_access_problems_pause_at_once() -> None:
+    """Refused credentials pause the stage from the first row; no attempt is spent."""
+    health = archive.Health(2.0, 60.0, Clock())
+    refused = s3.S3AccessError("no", error_code="s3_bad_credentials")
+    paused = health.refused(refused)
+    assert paused.error_code == "s3_bad_credentials" and paused.pause_for == 2.0
+    assert health.problem == "s3_bad_credentials"
+    health.ok()
+    assert health.problem is None
