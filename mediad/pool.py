@@ -85,10 +85,12 @@ class StagePool:
 
     def pause(self, seconds: float, reason: str) -> None:
         """Stop claiming for `seconds`: the stage cannot work at all right now."""
-        until = time.monotonic() + seconds
-        if until > self._paused_until:
+        now = time.monotonic()
+        if self._paused_until <= now:
+            # Said once, loudly, when the pause begins; rows failing alike meanwhile only
+            # extend it.
             self._log.error("stage_paused", reason=reason, seconds=round(seconds, 1))
-            self._paused_until = until
+        self._paused_until = max(self._paused_until, now + seconds)
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
         """Claim and process until `stop` is set, then drain within `grace` seconds."""
