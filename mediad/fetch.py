@@ -221,15 +221,27 @@ class Fetcher:
             raise _too_large(f"Content-Length {declared} exceeds", self._max_size)
         pending: list[bytes] = []
         pending_size = total = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            total += len(chunk)
-            if total > self._max_size:
-                raise _too_large(f"body passed {total} bytes, over", self._max_size)
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size >= _FLUSH:
-                await asyncio.to_thread(tmp.write, b"".join(pending))
-                pending, pending_size = [], 0
+        # One block is written and hashed in a thread while the next one is read: the network
+        # and the hashing overlap, and at most two blocks are held in memory.
+        writing: asyncio.Future[None] | None = None
+        try:
+            async for chunk in resp.content.iter_chunked(_CHUNK):
+                total += len(chunk)
+                if total > self._max_size:
+                    raise _too_large(f"body passed {total} bytes, over", self._max_size)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= _FLUSH:
+                    block = b"".join(pending)
+                    pending, pending_size = [], 0
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(tmp.write, block))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None:
+                await _settle(writing)
         if pending:
             data = b"".join(pending)
             if len(data) > _CHUNK:
@@ -238,6 +250,23 @@ class Fetcher:
                 tmp.write(data)
         if declared is not None and total < declared:
             raise _transient("truncated", f"body ended at {total} of {declared} bytes")
+
+
+async def _settle(writing: asyncio.Future[None]) -> None:
+    """Wait until a thread's write is over, even through a cancellation (re-raised after):
+    the temp file must never be discarded while a thread still writes to it."""
+    cancelled = False
+    while not writing.done():
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break
+    if not writing.cancelled():
+        writing.exception()  # retrieved: the error already on its way out is the one reported
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _transient(code: str, message: str) -> errors.TransientFetchError:
