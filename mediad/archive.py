@@ -50,8 +50,7 @@ async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
     if not config.archive.enabled:
         yield None
         return
-    root = await asyncio.to_thread(Path(config.storage.root).resolve)
-    store = Store(root, config.storage.public_base_url or None)
+    store = await asyncio.to_thread(Store.from_config, config.storage)
     async with s3.open_client(config.archive) as client:
         archiver = Archiver(config.archive, client, store)
         await archiver.check_access()

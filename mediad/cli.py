@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
@@ -302,17 +301,13 @@ async def _retry(cfg: config.Config, args: argparse.Namespace) -> int:
     return await _with_pool(cfg, work)
 
 
-def _store(cfg: config.Config) -> Store:
-    return Store(Path(cfg.storage.root).resolve(), cfg.storage.public_base_url or None)
-
-
 def _archive_configured(cfg: config.Config) -> bool:
     return cfg.archive.enabled or bool(cfg.archive.bucket)
 
 
 async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
-        store = _store(cfg)
+        store = Store.from_config(cfg.storage)
         async with contextlib.AsyncExitStack() as stack:
             client = archiver = None
             if _archive_configured(cfg):
@@ -422,7 +417,9 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         async with s3.open_client(cfg.archive) as client:
-            report = await evict.evict(pool, _store(cfg), client, limit, by="mediad evict")
+            report = await evict.evict(
+                pool, Store.from_config(cfg.storage), client, limit, by="mediad evict"
+            )
         if args.json:
             print(json.dumps(vars(report), indent=2))
         else:

@@ -11,7 +11,6 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -57,8 +56,7 @@ async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
         allowed = netguard.parse_networks(config.download.allowed_networks)
     except ValueError as exc:
         raise errors.ConfigError(f"download.allowed_networks: {exc}") from None
-    root = await asyncio.to_thread(Path(config.storage.root).resolve)
-    store = Store(root, config.storage.public_base_url or None)
+    store = await asyncio.to_thread(Store.from_config, config.storage)
     removed = await asyncio.to_thread(store.clean_temp)
     if removed:
         log.info("temp_files_removed", count=removed)

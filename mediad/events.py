@@ -19,11 +19,6 @@ _URL = re.compile(
 )
 
 
-def redact_url(url: str) -> str:
-    """The URL with credentials removed and its query string replaced by `?REDACTED`."""
-    return _URL.sub(_redact_match, url)
-
-
 def _redact_match(match: re.Match[str]) -> str:
     query = "?REDACTED" if match.group("query") else ""
     return f"{match.group('scheme')}{match.group('rest')}{query}"

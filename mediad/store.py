@@ -16,8 +16,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from mediad import errors
+
+if TYPE_CHECKING:
+    from mediad.config import StorageConfig
 
 KINDS = frozenset({"images", "videos", "audio", "documents"})
 TEMP_DIR_NAME = ".tmp"
@@ -223,6 +227,12 @@ class Store:
         self.root = Path(os.path.abspath(root))
         self.temp_dir = self.root / TEMP_DIR_NAME
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+
+    @classmethod
+    def from_config(cls, storage: StorageConfig) -> Store:
+        """The store `storage` names, its root's symlinks resolved so every process and
+        command spells its paths the same way (blocking: call it off the event loop)."""
+        return cls(Path(storage.root).resolve(), storage.public_base_url or None)
 
     def path_for(self, kind: str, sha256: str, ext: str) -> Path:
         """`{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; ValueError on a bad kind, digest or ext."""

@@ -100,7 +100,7 @@ async def run_archive(cfg: config.Config, url: str) -> None:
 
 
 def store_of(cfg: config.Config) -> Store:
-    return Store(Path(cfg.storage.root), cfg.storage.public_base_url or None)
+    return Store.from_config(cfg.storage)
 
 
 def events(row: Any, name: str) -> list[dict[str, Any]]:

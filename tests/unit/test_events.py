@@ -11,10 +11,10 @@ from mediad import events
 def test_urls_lose_query_and_credentials() -> None:
     """Query strings (signatures) and userinfo (passwords) are stripped from URLs."""
     assert (
-        events.redact_url("https://user:pw@scontent.fbcdn.net/v/a.jpg?oh=SECRET&oe=6754A1B2")
+        events.redact_text("https://user:pw@scontent.fbcdn.net/v/a.jpg?oh=SECRET&oe=6754A1B2")
         == "https://scontent.fbcdn.net/v/a.jpg?REDACTED"
     )
-    assert events.redact_url("https://a.example/x.jpg") == "https://a.example/x.jpg"
+    assert events.redact_text("https://a.example/x.jpg") == "https://a.example/x.jpg"
 
 
 def test_error_text_is_redacted_wherever_a_url_appears() -> None:
