@@ -41,6 +41,7 @@ def make_stage(config: Config, process: Process) -> Stage:
         concurrency=config.archive.concurrency,
         max_attempts=config.archive.max_attempts,
         complete_query="complete_archive",
+        storage_node=config.storage.node_name,
     )
 
 

@@ -26,6 +26,7 @@ from mediad import (
     db,
     errors,
     evict,
+    importer,
     migrate,
     queries,
     s3,
@@ -55,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--post-id")
     enqueue.add_argument("--media-type", default="image", help="image (default), video, gif, ...")
     enqueue.add_argument("--platform", help="default: derived from the URL's host")
+
+    importing = commands.add_parser(
+        "import", help="queue the media of posts saved as JSON files (seed 001, Twitter API)"
+    )
+    importing.add_argument(
+        "paths", nargs="+", metavar="PATH", help="JSON or JSON Lines files, or directories of them"
+    )
+    importing.add_argument("--json", action="store_true")
 
     status = commands.add_parser("status", help="counts per stage and status, failures by code")
     status.add_argument("--json", action="store_true")
@@ -173,6 +182,35 @@ async def _enqueue(cfg: config.Config, args: argparse.Namespace) -> int:
                 )
                 print(media_id)
         return EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
+async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
+    paths = importer.files_in(args.paths)
+    if not paths:
+        print(
+            f"mediad import: no {'/'.join(importer.SUFFIXES)} files in {args.paths}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        reports = [await importer.import_file(pool, path) for path in paths]
+        for report in reports:
+            if report.error is not None:
+                print(f"mediad import: {report.path}: {report.error}", file=sys.stderr)
+        if args.json:
+            print(json.dumps([r.as_json() for r in reports], indent=2))
+        else:
+            for r in reports:
+                if r.error is None:
+                    without = f", {r.without_url} without a URL" if r.without_url else ""
+                    print(
+                        f"{r.path}: {r.posts} posts, {len(r.queued)} media queued,"
+                        f" {r.already_queued} already queued{without}"
+                    )
+        return EXIT_FAILURE if any(r.error is not None for r in reports) else EXIT_OK
 
     return await _with_pool(cfg, work)
 
@@ -445,6 +483,7 @@ _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any
     "run": _run,
     "migrate": _migrate,
     "enqueue": _enqueue,
+    "import": _import,
     "status": _status,
     "list": _list,
     "show": _show,

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -187,6 +188,14 @@ class StorageConfig:
     max_cache_size: int | None = _key("", parse_optional_size)
     # How often the daemon checks the store against max_cache_size.
     evict_interval: float = _key("5m", parse_duration)
+    # Names this store in the rows it holds (empty: the host name). Hosts sharing one storage
+    # root give it the same name; see node_name.
+    node: str = _key("", _parse_str)
+
+    @property
+    def node_name(self) -> str:
+        """The store's name as rows record it: `node`, or else this host's name."""
+        return self.node or socket.gethostname()
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,11 @@ def make_stage(config: Config, process: Process) -> Stage:
         concurrency=config.download.concurrency,
         max_attempts=config.download.max_attempts,
         complete_query="complete_download",
-        complete_params=(not config.archive.enabled, not config.analysis.enabled),
+        complete_params=(
+            not config.archive.enabled,
+            not config.analysis.enabled,
+            config.storage.node_name,
+        ),
     )
 
 

@@ -77,7 +77,7 @@ async def evict(
     sql = queries.plain()
     while report.after > max_bytes:
         page = await pool.fetch(
-            sql["evict_candidates"], str(store.root) + "/", cursor[0], cursor[1], _PAGE
+            sql["evict_candidates"], str(store.root) + "/", cursor[0], cursor[1], _PAGE, store.node
         )
         if not page:
             break
@@ -130,7 +130,7 @@ async def _evict_file(
             )
             return None
     async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(sql["evict_lock_file"], str(path))
+        rows = await conn.fetch(sql["evict_lock_file"], str(path), store.node)
         if not rows or not all(r["evictable"] for r in rows):
             return None  # something changed since the candidates were read
         try:

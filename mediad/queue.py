@@ -67,7 +67,9 @@ class StageQueue:
 
     async def claim(self, limit: int) -> list[Row]:
         """Lease up to `limit` due rows."""
-        records = await self._pool.fetch(self._sql["claim"], self.owner, limit, self.lease)
+        records = await self._pool.fetch(
+            self._sql["claim"], self.owner, limit, self.lease, self._stage.storage_node
+        )
         return [Row.from_record(r) for r in records]
 
     async def heartbeat(self, rows: Sequence[Row]) -> set[str]:
@@ -84,7 +86,7 @@ class StageQueue:
         return {r["media_id"] for r in records}
 
     async def count_due(self) -> int:
-        count: int = await self._pool.fetchval(self._sql["count_due"])
+        count: int = await self._pool.fetchval(self._sql["count_due"], self._stage.storage_node)
         return count
 
     async def finish(self, outcomes: Sequence[Outcome]) -> set[str]:

@@ -128,11 +128,11 @@ class Scrubber:
         self.report = Report(deep=deep)
 
     async def run(self) -> Report:
-        total = await self._pool.fetchval(self._sql["scrub_count"])
+        total = await self._pool.fetchval(self._sql["scrub_count"], self._store.node)
         done = 0
         after = ""
         while True:
-            page = await self._pool.fetch(self._sql["scrub_groups"], after, _PAGE)
+            page = await self._pool.fetch(self._sql["scrub_groups"], after, _PAGE, self._store.node)
             if not page:
                 break
             after = page[-1]["sha256_sum"]

@@ -62,6 +62,9 @@ class Stage:
     # (media_ids, attempts, results, details, lease owner).
     complete_query: str
     complete_params: tuple[Any, ...] = ()
+    # A stage that reads the local file claims only the rows stored on this node (another
+    # host's store is not here); None claims any row.
+    storage_node: str | None = None
 
     def __post_init__(self) -> None:
         if self.name not in queries.STAGES:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import socket
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,17 +223,22 @@ def _mkdir(directory: Path) -> None:
 class Store:
     """The one place on-disk paths are computed; refuses any path that would leave the root."""
 
-    def __init__(self, root: Path | str, public_base_url: str | None) -> None:
+    def __init__(
+        self, root: Path | str, public_base_url: str | None, node: str | None = None
+    ) -> None:
         # Absolute once, so a later chdir cannot move the store.
         self.root = Path(os.path.abspath(root))
         self.temp_dir = self.root / TEMP_DIR_NAME
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        # The name rows record for this store (storage.node): commands that touch local files
+        # take only the rows stored here.
+        self.node = node or socket.gethostname()
 
     @classmethod
     def from_config(cls, storage: StorageConfig) -> Store:
         """The store `storage` names, its root's symlinks resolved so every process and
         command spells its paths the same way (blocking: call it off the event loop)."""
-        return cls(Path(storage.root).resolve(), storage.public_base_url or None)
+        return cls(Path(storage.root).resolve(), storage.public_base_url or None, storage.node_name)
 
     def path_for(self, kind: str, sha256: str, ext: str) -> Path:
         """`{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; ValueError on a bad kind, digest or ext."""

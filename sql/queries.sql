@@ -7,6 +7,8 @@
 -- claim --
 -- Lease a batch of due rows of one stage (queued and due, or leased by a worker whose lease
 -- lapsed), closest to URL expiry first, then oldest; count the attempt and log its start.
+-- A stage that reads the local file passes its storage node ($4) and takes only the rows
+-- stored there (or stored before rows recorded their node); the download stage passes NULL.
 WITH due AS MATERIALIZED (
     SELECT media_id
     FROM post_media
@@ -15,6 +17,7 @@ WITH due AS MATERIALIZED (
           WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
           ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
       END
+      AND ($4::text IS NULL OR storage_node IS NULL OR storage_node = $4)
     ORDER BY url_expires_at, created_at, media_id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -137,14 +140,16 @@ WHERE p.media_id = r.media_id
 RETURNING p.media_id;
 
 -- count_due --
--- How many rows of this stage a claim would take now (run --once stops when all are zero).
+-- How many rows of this stage a claim (with the same storage node, $1) would take now: run
+-- --once stops when all are zero.
 SELECT count(*)
 FROM post_media
 WHERE {stage}_queued
   AND CASE {status}
       WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
       ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
-  END;
+  END
+  AND ($1::text IS NULL OR storage_node IS NULL OR storage_node = $1);
 
 -- requeue --
 -- Put rows of this stage back in the queue as new (the retry command): attempts start over.
@@ -167,8 +172,8 @@ RETURNING p.media_id;
 -- plain queries --
 
 -- complete_download --
--- Record finished downloads (fenced on the lease) and open the archive and analysis stages,
--- or mark them skipped where they are disabled.
+-- Record finished downloads (fenced on the lease), stored on node $8, and open the archive and
+-- analysis stages, or mark them skipped where they are disabled.
 UPDATE post_media AS p
 SET download_status = 'completed',
     updated_at = now(),
@@ -189,6 +194,7 @@ SET download_status = 'completed',
     metadata = x.metadata,
     url_expires_at = COALESCE(p.url_expires_at, x.url_expires_at),
     downloaded_at = now(),
+    storage_node = $8,
     archive_status = CASE WHEN $6 AND p.archive_status = 'not_started'
         THEN 'skipped' ELSE p.archive_status END,
     ai_analysis_status = CASE WHEN $7 AND p.ai_analysis_status = 'not_started'
@@ -245,6 +251,21 @@ ORDER BY rows DESC, stage, error_code;
 -- Insert one row as a scraper would, returning its media_id.
 INSERT INTO post_media (post_id, media_url, media_type, platform, variants)
 VALUES ($1, $2, $3, $4, $5)
+RETURNING media_id;
+
+-- import_lock --
+-- Taken by `mediad import` for each file's transaction: one import at a time, so two runs over
+-- the same files cannot both queue a medium.
+SELECT pg_advisory_xact_lock(hashtext('mediad import'));
+
+-- import_media --
+-- Queue one medium of an imported post, unless the same post already has a row for this URL;
+-- returns the new media_id, or NULL when it was already queued.
+INSERT INTO post_media (post_id, media_url, media_type, platform, variants)
+SELECT $1, $2, $3, $4, $5
+WHERE NOT EXISTS (
+    SELECT 1 FROM post_media WHERE post_id IS NOT DISTINCT FROM $1::text AND media_url = $2::text
+)
 RETURNING media_id;
 
 -- list_rows --
@@ -319,7 +340,8 @@ RETURNING p.media_id;
 -- evict_candidates --
 -- Local files under the store ($1, with its trailing slash) that nothing needs locally any more:
 -- every row pointing at one has finished downloading, archiving and analysis. Least recently
--- downloaded first, paged on (last_used, path) after ($2, $3).
+-- downloaded first, paged on (last_used, path) after ($2, $3); only files stored on this node
+-- ($5), since another host's store may use the same path.
 SELECT local_file_path,
     max(coalesce(downloaded_at, created_at)) AS last_used,
     min(sha256_sum) AS sha256_sum,
@@ -330,6 +352,7 @@ SELECT local_file_path,
 FROM post_media
 WHERE local_file_path IS NOT NULL
   AND starts_with(local_file_path, $1)
+  AND (storage_node IS NULL OR storage_node = $5)
 GROUP BY local_file_path
 HAVING bool_and(download_status = 'completed' AND archive_status = 'completed'
         AND archive_url IS NOT NULL
@@ -339,12 +362,13 @@ ORDER BY last_used, local_file_path
 LIMIT $4;
 
 -- evict_lock_file --
--- Lock the rows of one local file and say again whether each lets it go.
+-- Lock the rows of one local file on this node ($2) and say again whether each lets it go.
 SELECT media_id,
     download_status = 'completed' AND archive_status = 'completed' AND archive_url IS NOT NULL
         AND ai_analysis_status IN ('completed', 'failed', 'skipped') AS evictable
 FROM post_media
 WHERE local_file_path = $1
+  AND (storage_node IS NULL OR storage_node = $2)
 FOR UPDATE;
 
 -- evict_file --
@@ -373,16 +397,18 @@ WHERE p.archive_url = ANY($1::text[])
 RETURNING p.media_id;
 
 -- scrub_count --
--- How many distinct files (by SHA-256) `mediad verify` will look at.
+-- How many distinct files (by SHA-256) `mediad verify` will look at: those of the rows stored on
+-- this node ($1); other hosts verify their own.
 SELECT count(DISTINCT sha256_sum)
 FROM post_media
 WHERE download_status = 'completed'
   AND sha256_sum IS NOT NULL
-  AND (local_file_path IS NOT NULL OR archive_url IS NOT NULL);
+  AND (local_file_path IS NOT NULL OR archive_url IS NOT NULL)
+  AND (storage_node IS NULL OR storage_node = $1);
 
 -- scrub_groups --
--- The next page of files to verify, by SHA-256 after $1: every row holding those bytes, with
--- its local path and archived object.
+-- The next page of files to verify, by SHA-256 after $1: every row of this node ($3) holding
+-- those bytes, with its local path and archived object.
 SELECT sha256_sum,
     min(md5_sum) AS md5_sum,
     max(file_size) AS file_size,
@@ -397,6 +423,7 @@ WHERE download_status = 'completed'
   AND sha256_sum IS NOT NULL
   AND sha256_sum > $1
   AND (local_file_path IS NOT NULL OR archive_url IS NOT NULL)
+  AND (storage_node IS NULL OR storage_node = $3)
 GROUP BY sha256_sum
 ORDER BY sha256_sum
 LIMIT $2;

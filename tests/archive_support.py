@@ -63,9 +63,10 @@ async def downloaded_rows(
     files: Sequence[bytes | tuple[bytes, str, str]],
     *,
     analysis: str = "skipped",
+    node: str | None = None,
 ) -> list[Downloaded]:
-    """Rows whose download has completed, one per file (bytes, or (bytes, kind, ext)); the
-    archive stage takes them next."""
+    """Rows whose download has completed, one per file (bytes, or (bytes, kind, ext)), stored on
+    `node` (None: before rows recorded their node); the archive stage takes them next."""
     made = []
     for index, item in enumerate(files):
         data, kind, ext = (item, "images", "jpg") if isinstance(item, bytes) else item
@@ -80,6 +81,7 @@ async def downloaded_rows(
             "UPDATE post_media SET download_status = 'completed', local_file_path = $2,"
             " hosted_url = $3, md5_sum = $4, sha256_sum = $5, file_size = $6,"
             " mime_type = 'image/jpeg', downloaded_at = now(), ai_analysis_status = $7,"
+            " storage_node = $8,"
             " ai_analysis_log = ai_analysis_log || mediad_event('media_downloaded', 'success',"
             " '{}') WHERE media_id = $1",
             media_id,
@@ -89,6 +91,7 @@ async def downloaded_rows(
             stored.sha256,
             stored.size,
             analysis,
+            node,
         )
         made.append(Downloaded(media_id, stored))
     return made

@@ -138,3 +138,78 @@ async def test_usage_errors_exit_2() -> None:
     """An unknown command is bad usage: exit 2."""
     code, _, err = await mediad("frobnicate")
     assert code == 2 and "invalid choice" in err
+
+
+async def test_import_queues_the_media_of_post_files_once(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """import reads a directory of post files (seed 001 posts as JSON Lines, a Twitter v1.1
+    tweet), queues each medium once however often it runs, and names a file that is not JSON
+    (exit 1) without losing the others."""
+    posts = tmp_path / "posts"
+    posts.mkdir()
+    (posts / "seed.jsonl").write_text(
+        json.dumps(
+            {"post_id": "p-1", "media": {"type": "image", "url": "https://cdn.example/a.jpg"}}
+        )
+        + "\n"
+        + json.dumps({"post_id": "p-2", "text": "no media"})
+        + "\n"
+    )
+    tweet = {
+        "id_str": "1790000000000000001",
+        "extended_entities": {
+            "media": [
+                {"type": "photo", "media_url_https": "https://pbs.twimg.com/media/A.jpg"},
+                {
+                    "type": "video",
+                    "video_info": {
+                        "variants": [
+                            {
+                                "bitrate": 256000,
+                                "content_type": "video/mp4",
+                                "url": "https://video.twimg.com/lo.mp4",
+                            },
+                            {
+                                "bitrate": 2176000,
+                                "content_type": "video/mp4",
+                                "url": "https://video.twimg.com/hi.mp4",
+                            },
+                        ]
+                    },
+                },
+            ]
+        },
+    }
+    (posts / "tweet.json").write_text(json.dumps(tweet))
+    broken = tmp_path / "broken.json"
+    broken.write_text("<html>503</html>")
+    env = {"MEDIAD_DATABASE_URL": db_url}
+
+    code, out, err = await mediad("import", str(posts), str(broken), env=env)
+    assert code == 1
+    assert (
+        err.strip()
+        == f"mediad import: {broken}: not JSON: Expecting value: line 1 column 1 (char 0)"
+    )
+    assert out.splitlines() == [
+        f"{posts / 'seed.jsonl'}: 2 posts, 1 media queued, 0 already queued",
+        f"{posts / 'tweet.json'}: 1 posts, 2 media queued, 0 already queued",
+    ]
+    rows = await pool.fetch(
+        "SELECT post_id, media_url, media_type, platform, variants, download_status"
+        " FROM post_media ORDER BY media_url"
+    )
+    assert [(r["post_id"], r["media_url"], r["media_type"], r["platform"]) for r in rows] == [
+        ("p-1", "https://cdn.example/a.jpg", "image", "other"),
+        ("1790000000000000001", "https://pbs.twimg.com/media/A.jpg", "image", "twitter"),
+        ("1790000000000000001", "https://video.twimg.com/hi.mp4", "video", "twitter"),
+    ]
+    assert len(rows[2]["variants"]) == 2
+    assert {r["download_status"] for r in rows} == {"not_started"}
+
+    code, out, err = await mediad("import", "--json", str(posts), env=env)
+    assert code == 0, err
+    report = json.loads(out)
+    assert [(f["queued"], f["already_queued"]) for f in report] == [(0, 1), (0, 2)]
+    assert await pool.fetchval("SELECT count(*) FROM post_media") == 3

@@ -7,7 +7,7 @@ import json
 
 import asyncpg
 
-from mediad import db, migrate
+from mediad import db, migrate, queries
 from tests.support import event_names, run_once
 
 # The seed-001 table as its users have it: "Current Columns", the FK to posts, their later
@@ -47,12 +47,14 @@ VALUES
    'completed', 'a cat', '{"event": "ai_analysis_completed"}');
 """
 
+ALL = len(queries.migrations())
+
 
 async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
     """A fresh database gets post_media with every contract column, and a plain INSERT works."""
     conn = await db.connect(empty_db_url)
     try:
-        assert await migrate.migrate(conn) == ["0001_post_media"]
+        assert await migrate.migrate(conn) == ["0001_post_media", "0002_storage_node"]
         columns = {
             r["column_name"]
             for r in await conn.fetch(
@@ -65,7 +67,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "sha256_sum", "file_size", "mime_type", "width", "height", "duration_seconds",
             "metadata", "downloaded_at", "archive_status", "archive_url", "archived_at",
             "ai_analysis_status", "ai_analysis", "ai_analyzed_at", "ai_analysis_log",
-            "error_code", "last_error", "created_at", "updated_at",
+            "error_code", "last_error", "created_at", "updated_at", "storage_node",
         }  # fmt: skip
         assert contract <= columns
         media_id = await conn.fetchval(
@@ -90,7 +92,7 @@ async def test_migrate_twice_is_a_no_op(empty_db_url: str) -> None:
     try:
         await migrate.migrate(conn)
         assert await migrate.migrate(conn) == []
-        assert await conn.fetchval("SELECT count(*) FROM mediad_migrations") == 1
+        assert await conn.fetchval("SELECT count(*) FROM mediad_migrations") == ALL
     finally:
         await conn.close()
 
@@ -100,8 +102,8 @@ async def test_concurrent_migrations_are_safe(empty_db_url: str) -> None:
     conns = [await db.connect(empty_db_url) for _ in range(4)]
     try:
         results = await asyncio.gather(*(migrate.migrate(c) for c in conns))
-        assert sorted(len(r) for r in results) == [0, 0, 0, 1]
-        assert await conns[0].fetchval("SELECT count(*) FROM mediad_migrations") == 1
+        assert sorted(len(r) for r in results) == [0, 0, 0, ALL]
+        assert await conns[0].fetchval("SELECT count(*) FROM mediad_migrations") == ALL
     finally:
         for conn in conns:
             await conn.close()
