@@ -161,16 +161,14 @@ def _media_list(post_id: str | None, items: Iterable[Any]) -> Iterator[Media | N
 
 def _twitter_v1(post_id: str | None, items: Iterable[Any]) -> Iterator[Media | None]:
     for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        kind = _media_type(item.get("type"))
-        info = item.get("video_info")
-        variants = info.get("variants") if isinstance(info, Mapping) else None
-        if kind in ("video", "gif") and isinstance(variants, list) and variants:
-            yield _one(post_id, _best_url(variants), kind, variants, platform="twitter")
-        else:
-            url = item.get("media_url_https") or item.get("media_url")
-            yield _one(post_id, url, kind, platform="twitter")
+        if isinstance(item, Mapping):
+            info = item.get("video_info")
+            yield _tweet_medium(
+                post_id,
+                item.get("type"),
+                item.get("media_url_https") or item.get("media_url"),
+                info.get("variants") if isinstance(info, Mapping) else None,
+            )
 
 
 def _twitter_v2(response: Mapping[str, Any]) -> Iterator[list[Media | None]]:
@@ -186,20 +184,19 @@ def _twitter_v2(response: Mapping[str, Any]) -> Iterator[list[Media | None]]:
             continue
         attachments = post.get("attachments")
         keys = attachments.get("media_keys") if isinstance(attachments, Mapping) else None
-        items = [by_key[key] for key in keys or [] if key in by_key]
-        yield list(_twitter_v2_media(_post_id(post), items))
+        post_id = _post_id(post)
+        yield [
+            _tweet_medium(post_id, item.get("type"), item.get("url"), item.get("variants"))
+            for item in (by_key[key] for key in keys or [] if key in by_key)
+        ]
 
 
-def _twitter_v2_media(
-    post_id: str | None, items: Iterable[Mapping[str, Any]]
-) -> Iterator[Media | None]:
-    for item in items:
-        kind = _media_type(item.get("type"))
-        variants = item.get("variants")
-        if kind in ("video", "gif") and isinstance(variants, list) and variants:
-            yield _one(post_id, _best_url(variants), kind, variants, platform="twitter")
-        else:
-            yield _one(post_id, item.get("url"), kind, platform="twitter")
+def _tweet_medium(post_id: str | None, kind: Any, url: Any, variants: Any) -> Media | None:
+    """A photo by its URL; a video or GIF by its variants (their best URL as media_url)."""
+    media_type = _media_type(kind)
+    if media_type in ("video", "gif") and isinstance(variants, list) and variants:
+        return _one(post_id, _best_url(variants), media_type, variants, platform="twitter")
+    return _one(post_id, url, media_type, platform="twitter")
 
 
 def _best_url(variants: list[Any]) -> Any:
