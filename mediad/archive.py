@@ -240,17 +240,13 @@ class Archiver:
         if path is None:
             return await self._without_local_file(local, key), True
         try:
-            size = await asyncio.to_thread(_size_of, path)
+            # One trip to a thread: the size check, and a small file's bytes with it.
+            data = await asyncio.to_thread(_read_small, path, local.size, self._config.part_size)
         except FileNotFoundError:
             return await self._without_local_file(local, key), True
-        if size != local.size:
-            raise errors.PermanentError(
-                f"{path} is {size} bytes; its row says {local.size}",
-                error_code="local_file_corrupt",
-            )
-        if local.size <= self._config.part_size:
-            return await self._put_small(local, path, key), False
-        return await self._put_large(local, path, key), False
+        if data is None:
+            return await self._put_large(local, path, key), False
+        return await self._put_small(local, path, key, data), False
 
     async def _without_local_file(self, local: Local, key: str) -> Archived:
         # Evicted or deleted behind our back: fine if the archive already holds these bytes.
@@ -264,11 +260,7 @@ class Archiver:
             f"{what}, and the archive does not hold its bytes", error_code="local_file_missing"
         )
 
-    async def _put_small(self, local: Local, path: Path, key: str) -> Archived:
-        try:
-            data = await asyncio.to_thread(s3.read_file, path, local.size)
-        except s3.DigestMismatchError as exc:
-            raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
+    async def _put_small(self, local: Local, path: Path, key: str, data: bytearray) -> Archived:
         content_addressed = local.sha256 in key
         outcome = "uploaded"
         try:
@@ -394,5 +386,22 @@ def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived
     return Archived(key, outcome, how, info.etag, info.checksum_sha256, parts, None)
 
 
-def _size_of(path: Path) -> int:
-    return os.stat(path).st_size
+def _read_small(path: Path, size: int, part_size: int) -> bytearray | None:
+    """A file of up to `part_size` bytes read whole, None for a larger one (runs in a thread);
+    PermanentError when its size is not the row's."""
+    data = None
+    if path.is_dir():
+        raise errors.PermanentError(f"{path} is a directory", error_code="local_file_corrupt")
+    with open(path, "rb") as handle:
+        found = os.fstat(handle.fileno()).st_size
+        if found == size and size <= part_size:
+            # Into a bytearray, which S3.put_bytes sends as it is; a byte more than expected
+            # shows a file still growing.
+            data = bytearray(size + 1)
+            found = handle.readinto(data)
+            del data[found:]
+    if found != size:
+        raise errors.PermanentError(
+            f"{path} is {found} bytes; its row says {size}", error_code="local_file_corrupt"
+        )
+    return data

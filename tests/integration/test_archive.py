@@ -14,13 +14,15 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import archive, daemon
+from mediad import archive, daemon, s3
+from mediad.stage import Row
 from tests import media
 from tests.archive_support import (
     archive_config,
     downloaded_rows,
     events,
     run_archive,
+    store_bytes,
     store_of,
 )
 from tests.s3server import SeaweedFS
@@ -274,3 +276,45 @@ async def test_an_evicted_row_archived_again_checks_its_object(
     assert (details["outcome"], details["local_file"]) == ("already_present", "missing")
     r = await row(pool, lost.media_id)
     assert (r["archive_status"], r["error_code"]) == ("failed", "local_file_missing")
+
+
+async def test_a_small_file_costs_one_put_and_one_head(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """Per small file: a PUT (If-None-Match, Content-MD5, SHA-256, its body sent at once, not
+    after an `Expect: 100-continue` round trip) and the verifying HEAD; the same bytes again:
+    the refused PUT and the HEAD that checks what is there. botocore's per-request shortcuts
+    (s3._skip_per_request_work) leave the requests as botocore makes them."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    store = store_of(cfg)
+    stored = store_bytes(store, media.jpeg(seed=9))
+    sent: list[Any] = []
+    async with s3.open_client(cfg.archive) as client:
+        client.client.meta.events.register(
+            "before-send.s3", lambda request, **_: sent.append(request)
+        )
+        archiver = archive.Archiver(cfg.archive, client, store)
+        local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
+        key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
+        first, _ = await archiver.upload(local, key)
+        again, _ = await archiver.upload(local, key)
+    assert (first.outcome, first.verified) == ("uploaded", "checksum_sha256")
+    assert (again.outcome, again.verified) == ("already_present", "checksum_sha256")
+    assert [r.method for r in sent] == ["PUT", "HEAD", "PUT", "HEAD"]
+    put = sent[0]
+    assert put.url == f"{s3_server.endpoint}/{s3_server.bucket}/{key}"
+    assert sent[1].url == put.url
+    assert "Expect" not in put.headers
+    assert put.headers["If-None-Match"] == b"*"
+    assert put.headers["Content-MD5"] == b64(stored.md5).encode()
+    assert put.headers["x-amz-checksum-sha256"] == b64(stored.sha256).encode()
+    assert b"mediad/" in put.headers["User-Agent"]
+
+
+def test_endpoint_shortcut_only_for_rules_that_never_read_the_key() -> None:
+    """The endpoint cache drops the object key only when the rule set does not use it."""
+    assert s3._reads(
+        {"rules": [{"conditions": [{"fn": "isSet", "argv": [{"ref": "Key"}]}]}]}, "Key"
+    )
+    assert s3._reads([{"endpoint": {"url": "https://{Key}.example"}}], "Key")
+    assert not s3._reads([{"argv": [{"ref": "Bucket"}], "url": "https://{Bucket}.s3"}], "Key")
