@@ -1,6 +1,7 @@
 """Download throughput: mediad against aria2c and the seeds' thread pool, and one big file.
 
     .venv/bin/python benchmarks/download.py [--photos 5000] [--big-size 2GB] [--repeat 2]
+        [--latency-ms 20 [--latency-photos 1000]]
 
 A local nginx (loopback only) serves a corpus of real, distinct JPEG photos of 50-300 kB and
 one big real MP4. In one run, side by side:
@@ -11,7 +12,13 @@ one big real MP4. In one run, side by side:
   by the seeds' approach (a ThreadPoolExecutor of 5 blocking urllib downloads, an MD5 per
   file, files written to disk);
 - the big file, fetched by mediad and by `curl -s URL | tee >(md5sum >/dev/null) | sha256sum`
-  (no file written), with mediad's peak RSS.
+  (no file written), with mediad's peak RSS;
+- with --latency-ms N, a CDN-like scenario besides (never instead of) the zero-latency one:
+  the first --latency-photos photos fetched by the same three tools from a second nginx that
+  answers each request after N ms (3N for a connection's first request: over https its TCP
+  and TLS handshakes cost a round trip each). Loopback has no latency, so there the seeds'
+  five threads are bound by CPU, not by waiting as they are against a real CDN. The delay is
+  nginx's echo module (echo_sleep, a timer, no CPU); Debian: libnginx-mod-http-echo.
 
 mediad runs as a subprocess, timed from spawn to exit (start-up included), against a fresh
 database on an embedded PostgreSQL; the rate without start-up comes from the row events
@@ -130,6 +137,14 @@ def missing_tools(skip: set[str]) -> list[str]:
     if "big" in skip or "curl" in skip:
         needed -= {"curl", "bash", "tee", "md5sum", "sha256sum"}
     return sorted(name for name in needed if find_tool(name) is None)
+
+
+def install_packages(packages: list[str]) -> None:
+    """apt-get install `packages`; needs root."""
+    if os.geteuid() != 0:
+        raise SystemExit("--install-tools needs root (apt-get); run it with sudo")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-q", *packages], check=True, env=env)
 
 
 def install_tools() -> None:
@@ -357,7 +372,7 @@ def warm_page_cache(root: Path, files: Sequence[CorpusFile]) -> None:
 # --- nginx -------------------------------------------------------------------------------------
 
 NGINX_CONF = """\
-daemon off;
+{load_module}daemon off;
 worker_processes 2;
 pid {work}/nginx.pid;
 error_log {work}/error.log warn;
@@ -377,13 +392,29 @@ http {{
     fastcgi_temp_path {work}/fastcgi;
     uwsgi_temp_path {work}/uwsgi;
     scgi_temp_path {work}/scgi;
-    server {{
+{latency_map}    server {{
         listen 127.0.0.1:{port};
         root {root};
         location / {{ }}
-    }}
+{latency_location}    }}
 }}
 """
+
+# The CDN-like latency scenario: /delayed/PATH is /PATH served after a pause before the first
+# byte (echo_sleep is a timer: no CPU spent waiting), like a CDN edge one round trip away. The
+# first request of a connection waits three round trips: over https the TCP and TLS handshakes
+# each cost one before the request can be sent.
+LATENCY_MAP = """\
+    map $connection_requests $first_byte_delay {{ 1 {first:.3f}; default {rtt:.3f}; }}
+"""
+LATENCY_LOCATION = """\
+        location ~ ^/delayed(/.+)$ {
+            echo_sleep $first_byte_delay;
+            echo_exec $1;
+        }
+"""
+LATENCY_PREFIX = "/delayed"
+ECHO_MODULE = "ngx_http_echo_module.so"
 
 
 @dataclass(frozen=True)
@@ -392,13 +423,48 @@ class Origin:
     pid: int  # the nginx master
 
 
+def echo_module(binary: str) -> Path | None:
+    """The echo module (Debian: libnginx-mod-http-echo) in nginx's modules path, if installed."""
+    try:
+        built = subprocess.run([binary, "-V"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    for word in built.stderr.split():
+        if word.startswith("--modules-path="):
+            path = Path(word.partition("=")[2]) / ECHO_MODULE
+            return path if path.exists() else None
+    return None
+
+
 @contextlib.contextmanager
-def nginx(binary: str, root: Path, work: Path, probe_path: str) -> Iterator[Origin]:
-    """nginx serving `root` on a free loopback port until the block ends (even on Ctrl-C)."""
+def nginx(
+    binary: str,
+    root: Path,
+    work: Path,
+    probe_path: str,
+    *,
+    latency: float = 0.0,
+    module: Path | None = None,
+) -> Iterator[Origin]:
+    """nginx serving `root` on a free loopback port until the block ends (even on Ctrl-C).
+
+    With `latency` (seconds, needs the echo `module`), it also serves `/delayed/PATH` as
+    `/PATH` after that round trip (three on a connection's first request).
+    """
     work.mkdir(parents=True, exist_ok=True)
     port = _common.free_port()
     conf = work / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(work=work, port=port, root=root))
+    delayed = latency > 0 and module is not None
+    conf.write_text(
+        NGINX_CONF.format(
+            work=work,
+            port=port,
+            root=root,
+            load_module=f"load_module {module};\n" if delayed else "",
+            latency_map=LATENCY_MAP.format(first=3 * latency, rtt=latency) if delayed else "",
+            latency_location=LATENCY_LOCATION if delayed else "",
+        )
+    )
     stderr = (work / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [binary, "-p", str(work), "-c", str(conf), "-e", str(work / "error.log")],
@@ -960,8 +1026,14 @@ def _others(run: Run) -> float:
     return max(0.0, sp.machine - run.cpu_seconds - sp.postgres - sp.nginx) / sp.wall
 
 
-def summarize(photo_runs: list[Run], big_runs: list[Run], repeat: int) -> int:
-    verdicts: list[bool] = [r.ok for r in [*photo_runs, *big_runs]]
+def summarize(
+    photo_runs: list[Run],
+    big_runs: list[Run],
+    repeat: int,
+    latency_runs: Sequence[Run] = (),
+    latency: float = 0.0,
+) -> int:
+    verdicts: list[bool] = [r.ok for r in [*photo_runs, *big_runs, *latency_runs]]
     checked = len(verdicts)
     if photo_runs:
         mediad = best(photo_runs, "mediad")
@@ -1083,11 +1155,14 @@ def summarize(photo_runs: list[Run], big_runs: list[Run], repeat: int) -> int:
             )
         if checks:
             _common.print_table("Big file targets", ["measure", "value", "target", "met"], checks)
+    if latency_runs:
+        verdicts += summarize_latency(latency_runs, repeat, latency)
     noisy = [
         f"{what}: {r.tool}"
         for what, runs, prefixes in (
             ("photos", photo_runs, ("mediad", "aria2c", "seeds")),
             ("big file", big_runs, ("mediad", "curl")),
+            ("CDN-like latency", latency_runs, ("mediad", "aria2c", "seeds")),
         )
         for r in (best(runs, p) for p in prefixes)
         if r is not None and _others(r) > NOISY_CPUS
@@ -1111,6 +1186,71 @@ def summarize(photo_runs: list[Run], big_runs: list[Run], repeat: int) -> int:
         return 0
     print("TARGETS NOT MET: see the tables above")
     return 1
+
+
+def latency_label(latency: float) -> str:
+    ms = latency * 1000
+    return (
+        f"CDN-like latency ({ms:g} ms per request, {3 * ms:g} ms for a connection's first:"
+        " its TCP and TLS handshakes)"
+    )
+
+
+def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[bool]:
+    """The latency scenario's table; returns its target verdicts."""
+    mediad = best(runs, "mediad")
+    # The seeds' target is the one this scenario exists for: on loopback their threads never
+    # wait. The aria2c target stays with the zero-latency table; here its ratio is shown only.
+    targets = {"seeds": TARGET_VS_SEEDS}
+    verdicts: list[bool] = []
+    rows: list[list[Any]] = []
+    for prefix in ("mediad", "aria2c", "seeds"):
+        run = best(runs, prefix)
+        if run is None:
+            continue
+        ratio = _ratio(mediad.files_per_s, run.files_per_s) if mediad else math.nan
+        target = targets.get(prefix)
+        met = "-"
+        if target is not None and mediad is not None:
+            met = "yes" if ratio >= target else "NO"
+            verdicts.append(ratio >= target)
+        rows.append(
+            [
+                run.tool,
+                run.files,
+                run.seconds,
+                run.files_per_s,
+                run.busy_files_per_s,
+                f"{ratio:.2f}x" if prefix != "mediad" else "-",
+                f">= {target}x" if target is not None else "-",
+                met,
+                run.cpu_seconds,
+                _others(run),
+            ]
+        )
+    _common.print_table(
+        f"{latency_label(latency)}: {runs[0].files:,} of the photos; best of {repeat} run(s);"
+        " seconds from spawn to exit (mediad: start-up included)",
+        [
+            "tool",
+            "files",
+            "seconds",
+            "files/s",
+            "files/s w/o start-up",
+            "mediad / tool",
+            "target",
+            "met",
+            "CPU s",
+            "others' CPUs",
+        ],
+        rows,
+    )
+    print(
+        "The delay is nginx's (echo_sleep, a timer): no CPU is spent waiting. mediad and aria2c"
+        " keep their connections open; the seeds' urllib opens one per file, so every file"
+        " pays the handshakes, as it would over https to a real CDN."
+    )
+    return verdicts
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -1172,6 +1312,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="CMD",
         help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="also run the photos against a CDN-like origin answering after this many ms (a"
+        " connection's first request: 3x, its TCP and TLS handshakes); needs nginx's echo"
+        " module (Debian: libnginx-mod-http-echo). 0, the default: no such scenario",
+    )
+    parser.add_argument(
+        "--latency-photos",
+        type=int,
+        default=1000,
+        help="photos fetched in the latency scenario, the first of the corpus (1000)",
+    )
     parser.add_argument("--skip", default="", help="comma-separated: mediad,aria2c,seeds,curl,big")
     parser.add_argument(
         "--install-tools",
@@ -1183,6 +1337,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     tools = check_tools(skip, args.install_tools)
+    latency = args.latency_ms / 1000
+    module = echo_module(tools["nginx"]) if latency > 0 else None
+    if latency > 0 and module is None:
+        if args.install_tools:
+            install_packages(["libnginx-mod-http-echo"])
+            module = echo_module(tools["nginx"])
+        if module is None:
+            raise SystemExit(
+                f"--latency-ms needs nginx's echo module ({ECHO_MODULE}) in its modules path:\n"
+                "  sudo apt-get install -y libnginx-mod-http-echo\n"
+                "or rerun this script as root with --install-tools"
+            )
 
     photos_bytes = args.photos * (PHOTO_MIN + PHOTO_MAX) // 2
     big_bytes = 0 if "big" in skip else args.big_size
@@ -1214,6 +1380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     photo_runs: list[Run] = []
     big_runs: list[Run] = []
+    latency_runs: list[Run] = []
     first = photos[0] if photos else big
     if first is None:
         raise SystemExit("nothing to measure: --photos 0 and --skip big")
@@ -1269,8 +1436,72 @@ def main(argv: Sequence[str] | None = None) -> int:
                     big_runs.append(report(run))
                 if "curl" not in skip:
                     big_runs.append(report(run_curl(tools, machine, scratch, big, base_url)))
+        if latency > 0 and photos:
+            # A second nginx, so the zero-latency figures above come from a server without
+            # the echo module.
+            with nginx(
+                tools["nginx"],
+                cache,
+                scratch / "nginx-latency",
+                first.name,
+                latency=latency,
+                module=module,
+            ) as delayed:
+                latency_runs = run_latency_scenario(
+                    tools,
+                    server,
+                    Machine(server, delayed.pid),
+                    scratch,
+                    photos,
+                    delayed.url,
+                    latency,
+                    args,
+                    settings,
+                    skip,
+                )
     print(f"\ncorpus kept in {cache} for the next run (delete it to free the space)")
-    return summarize(photo_runs, big_runs, args.repeat)
+    return summarize(photo_runs, big_runs, args.repeat, latency_runs, latency)
+
+
+def run_latency_scenario(
+    tools: dict[str, str],
+    server: _common.Server,
+    machine: Machine,
+    scratch: Path,
+    photos: Sequence[CorpusFile],
+    origin_url: str,
+    latency: float,
+    args: argparse.Namespace,
+    settings: MediadSettings,
+    skip: set[str],
+) -> list[Run]:
+    """The photos again, each answered after a CDN-like round trip: mediad, aria2c, seeds."""
+    files = photos[: args.latency_photos]
+    base_url = origin_url + LATENCY_PREFIX
+    runs: list[Run] = []
+    for attempt in range(args.repeat):
+        print(f"{latency_label(latency)}, run {attempt + 1} of {args.repeat}:", flush=True)
+        if "mediad" not in skip:
+            run = run_mediad(
+                server,
+                machine,
+                scratch,
+                f"bench_dl_latency_{attempt}",
+                f"mediad run --once (c={settings.concurrency})",
+                files,
+                base_url,
+                "image",
+                "image/jpeg",
+                settings,
+            )
+            runs.append(report(run))
+        if "aria2c" not in skip:
+            runs.append(
+                report(run_aria2(tools["aria2c"], machine, scratch, files, base_url, ARIA2_JOBS))
+            )
+        if "seeds" not in skip:
+            runs.append(report(run_seeds(machine, scratch, files, base_url)))
+    return runs
 
 
 if __name__ == "__main__":

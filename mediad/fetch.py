@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 
 import aiohttp
 from yarl import URL
@@ -22,9 +24,12 @@ from mediad.store import TempFile
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024
-# Bodies are handed to a thread for writing and hashing in slices of this size, so the event
-# loop keeps reading other downloads while a core hashes.
-_FLUSH = 4 * 1024 * 1024
+# A body up to this size is kept in memory until it is complete (nearly every photo): the
+# stage then stores it with one thread call. Bodies waiting for a thread hold this much at most.
+MEMORY_LIMIT = 2 * 1024 * 1024
+# A bigger body is handed to a thread for writing and hashing in slices of this size, so the
+# event loop keeps reading other downloads while a core hashes.
+_BLOCK = 4 * 1024 * 1024
 _KEPT_HEADERS = ("Content-Type", "Content-Length", "ETag", "Last-Modified")
 
 
@@ -146,8 +151,8 @@ class Fetcher:
         self._max_size = max_file_size
         self._total_timeout = total_timeout
 
-    async def fetch_into(self, url: str, tmp: TempFile, *, expires_at: datetime | None) -> Fetched:
-        """Stream `url` (following redirects) into `tmp`; raise a FetchError on any failure."""
+    async def fetch_into(self, url: str, spool: Spool, *, expires_at: datetime | None) -> Fetched:
+        """Stream `url` (following redirects) into `spool`; raise a FetchError on any failure."""
         started = time.monotonic()
         current = check_url(url)
         seen = {str(current)}
@@ -165,7 +170,7 @@ class Fetcher:
                                 expires_at=expires_at,
                                 retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
                             )
-                        await self._stream(resp, tmp)
+                        await self._stream(resp, spool)
                         headers = {h: resp.headers[h] for h in _KEPT_HEADERS if h in resp.headers}
                         return Fetched(
                             url, str(resp.url), headers, round(time.monotonic() - started, 3)
@@ -215,41 +220,103 @@ class Fetcher:
         seen.add(str(target))
         return target
 
-    async def _stream(self, resp: aiohttp.ClientResponse, tmp: TempFile) -> None:
+    async def _stream(self, resp: aiohttp.ClientResponse, spool: Spool) -> None:
         declared = resp.content_length
         if declared is not None and declared > self._max_size:
             raise _too_large(f"Content-Length {declared} exceeds", self._max_size)
-        pending: list[bytes] = []
-        pending_size = total = 0
-        # One block is written and hashed in a thread while the next one is read: the network
-        # and the hashing overlap, and at most two blocks are held in memory.
-        writing: asyncio.Future[None] | None = None
-        try:
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                total += len(chunk)
-                if total > self._max_size:
-                    raise _too_large(f"body passed {total} bytes, over", self._max_size)
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= _FLUSH:
-                    block = b"".join(pending)
-                    pending, pending_size = [], 0
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(tmp.write, block))
-            if writing is not None:
-                await writing
-        finally:
-            if writing is not None:
-                await _settle(writing)
-        if pending:
-            data = b"".join(pending)
-            if len(data) > _CHUNK:
-                await asyncio.to_thread(tmp.write, data)
-            else:
-                tmp.write(data)
+        total = 0
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            total += len(chunk)
+            if total > self._max_size:
+                raise _too_large(f"body passed {total} bytes, over", self._max_size)
+            await spool.write(chunk)
         if declared is not None and total < declared:
             raise _transient("truncated", f"body ended at {total} of {declared} bytes")
+
+
+class Spool:
+    """A body on its way in: kept in memory while it is small, spilled to a temp file of the
+    store once it passes `memory_limit` bytes.
+
+    Most media (photos) end in memory: the stage then writes, hashes, probes and commits each
+    in a single thread call, and no temp file exists while the network is slow. A bigger body
+    goes to disk in blocks of `block` bytes, each written and hashed in a thread while the next
+    one is read: the network and the hashing overlap, and at most two blocks are held in
+    memory. Use it as an async context manager: a temp file it did not hand over is deleted.
+    """
+
+    def __init__(
+        self,
+        open_temp: Callable[[], Awaitable[TempFile]],
+        *,
+        memory_limit: int = MEMORY_LIMIT,
+        block: int = _BLOCK,
+    ) -> None:
+        self._open_temp = open_temp
+        self._limit = memory_limit
+        self._block = block
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._tmp: TempFile | None = None
+        self._writing: asyncio.Future[None] | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._pending_size += len(chunk)
+        if self._pending_size < (self._limit if self._tmp is None else self._block):
+            return
+        block = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        if self._tmp is None:
+            self._tmp = await _opened(self._open_temp())
+        if self._writing is not None:
+            await self._writing
+        self._writing = asyncio.ensure_future(asyncio.to_thread(self._tmp.write, block))
+
+    async def finish(self) -> bytes | TempFile:
+        """The whole body: its bytes if it stayed in memory, else the temp file holding it,
+        which then belongs to the caller."""
+        data = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        if self._tmp is None:
+            return data
+        if data:
+            if self._writing is not None:
+                await self._writing
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._tmp.write, data))
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        tmp, self._tmp = self._tmp, None
+        return tmp
+
+    async def __aenter__(self) -> Spool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._pending = []
+        if self._writing is not None:
+            await _settle(self._writing)
+        if self._tmp is not None:
+            self._tmp.discard()
+
+
+async def _opened(opening: Awaitable[TempFile]) -> TempFile:
+    """The temp file `opening` (a thread) creates; if we are cancelled meanwhile, it is deleted
+    once created instead of leaking until the next start."""
+    future = asyncio.ensure_future(opening)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(
+            lambda f: f.result().discard() if not f.cancelled() and f.exception() is None else None
+        )
+        raise
 
 
 async def _settle(writing: asyncio.Future[None]) -> None:

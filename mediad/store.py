@@ -229,7 +229,12 @@ class Store:
         # Absolute once, so a later chdir cannot move the store.
         self.root = Path(os.path.abspath(root))
         self.temp_dir = self.root / TEMP_DIR_NAME
+        # The root as a string prefix of every path below it ("/" stays "/").
+        self._prefix = os.path.join(str(self.root), "")
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        # Folders this Store made or found: a commit skips their mkdir and its failing syscall
+        # and exception. Folders are never removed by mediad; one removed by hand is made again.
+        self._made: set[Path] = set()
         # The name rows record for this store (storage.node): commands that touch local files
         # take only the rows stored here.
         self.node = node or socket.gethostname()
@@ -248,16 +253,14 @@ class Store:
             raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
         if not _EXT_RE.fullmatch(ext):
             raise ValueError(f"bad file extension {ext!r}; expected 1-8 of [a-z0-9]")
-        path = self.root / kind / sha256[:2] / f"{sha256}.{ext}"
+        path = f"{self._prefix}{kind}/{sha256[:2]}/{sha256}.{ext}"
         # Redundant after the checks above, kept so a future loosening cannot escape the root.
         # Lexical, not resolve(): an operator may symlink a kind folder onto another disk.
-        self._check_inside(path)
-        return path
+        return Path(self._check_inside(path))
 
-    def relative(self, path: Path) -> str:
+    def relative(self, path: Path | str) -> str:
         """The path below the root, with forward slashes; ValueError if `path` is not below it."""
-        absolute = self._check_inside(Path(path))
-        return absolute.relative_to(self.root).as_posix()
+        return self._check_inside(path)[len(self._prefix) :]
 
     def hosted_url(self, path: Path) -> str | None:
         """The public URL of a stored file, or None when no public base URL is configured."""
@@ -266,9 +269,12 @@ class Store:
             return None
         return f"{self.public_base_url}/{relative}"
 
-    def _check_inside(self, path: Path) -> Path:
-        absolute = Path(os.path.normpath(os.path.abspath(path)))
-        if absolute == self.root or self.root not in absolute.parents:
+    def _check_inside(self, path: Path | str) -> str:
+        """`path` absolute and normalised, if it lies strictly below the root."""
+        # String operations, not pathlib: this runs for every stored file, and pathlib's
+        # parents and relative_to cost tens of microseconds of GIL-holding Python each.
+        absolute = os.path.normpath(os.path.abspath(path))
+        if not absolute.startswith(self._prefix) or len(absolute) <= len(self._prefix):
             raise ValueError(f"path {path} is not inside the store root {self.root}")
         return absolute
 
@@ -303,12 +309,21 @@ class Store:
     def open_temp(self) -> TempFile:
         """A new temp file in `{root}/.tmp/`; use it as a context manager so failures leave none."""
         try:
-            self._ensure_temp_dir()
+            if self.temp_dir not in self._made:
+                self._ensure_temp_dir()
+                self._made.add(self.temp_dir)
+            try:
+                return TempFile(self.temp_dir)
+            except FileNotFoundError:
+                # Someone removed the temp folder since we made it: make it again, once.
+                self._made.discard(self.temp_dir)
+                self._ensure_temp_dir()
+                self._made.add(self.temp_dir)
+                return TempFile(self.temp_dir)
         except OSError as exc:
             if _is_disk_full(exc):
                 raise DiskFullError(f"disk full creating {self.temp_dir}: {exc.strerror}") from exc
             raise
-        return TempFile(self.temp_dir)
 
     def commit(self, tmp: TempFile, kind: str, ext: str) -> StoredFile:
         """Fsync `tmp` and move it to its content address, reusing an existing copy of those bytes.
@@ -328,10 +343,11 @@ class Store:
             tmp.discard()
             raise
         tmp._mark_committed()
+        relative = self.relative(final)
         return StoredFile(
             path=final,
-            relative_path=self.relative(final),
-            hosted_url=self.hosted_url(final),
+            relative_path=relative,
+            hosted_url=f"{self.public_base_url}/{relative}" if self.public_base_url else None,
             sha256=tmp.sha256,
             md5=tmp.md5,
             size=tmp.size,
@@ -341,14 +357,20 @@ class Store:
     def _place(self, tmp: TempFile, final: Path) -> bool:
         """Put the temp file's inode at `final`; True when an intact copy was already there."""
         os.fsync(tmp.fileno())
-        _mkdir(final.parent.parent)
-        _mkdir(final.parent)
+        self._make_folders(final.parent)
         # link() rather than rename(): it fails atomically when the name exists, so two
         # processes committing the same bytes cannot both believe they wrote it and an
         # existing file is never replaced behind a reader's back. The temp fd (and its flock)
         # stays open until the temp name is gone, so clean_temp elsewhere cannot race us.
         try:
-            os.link(tmp.path, final)
+            try:
+                os.link(tmp.path, final)
+            except FileNotFoundError:
+                # A folder we made earlier was removed by hand since: make it again, once.
+                self._made.discard(final.parent.parent)
+                self._made.discard(final.parent)
+                self._make_folders(final.parent)
+                os.link(tmp.path, final)
         except FileExistsError:
             if os.stat(final).st_size != tmp.size:
                 # A file named by its SHA-256 with the wrong size is damaged; ours is correct
@@ -365,6 +387,13 @@ class Store:
         _fsync_dir(final.parent)
         os.unlink(tmp.path)
         return False
+
+    def _make_folders(self, shard: Path) -> None:
+        """`{kind}/` and `{kind}/{sha256[:2]}/`, unless this Store already made or saw them."""
+        for folder in (shard.parent, shard):
+            if folder not in self._made:
+                _mkdir(folder)
+                self._made.add(folder)
 
     def _place_by_rename(self, tmp: TempFile, final: Path) -> bool:
         """Fallback for filesystems without hard links; a concurrent twin may be overwritten."""

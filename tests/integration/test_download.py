@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mediad import daemon, download, netguard
+from mediad import daemon, download, fetch, netguard
 from mediad.fetch import Fetcher
 from mediad.stage import Row
 from mediad.store import Store
@@ -713,12 +713,16 @@ async def test_a_failing_host_defers_its_remaining_rows(
 async def test_a_killed_download_leaves_no_partial_file_and_is_retried(
     pool: asyncpg.Pool[Any], db_url: str, origin: Origin, root: Path, tmp_path: Path
 ) -> None:
-    """A SIGKILL mid-body leaves only a temp file, cleaned at the next start; the row completes."""
-    data = media.sized_jpeg(600_000, seed=14)
+    """A SIGKILL mid-body leaves only a temp file, cleaned at the next start; the row completes.
+
+    The body is big enough to have left memory for a temp file before the kill (a smaller one
+    is written only once complete, so a kill leaves nothing of it at all).
+    """
+    data = media.sized_jpeg(fetch.MEMORY_LIMIT * 3 // 2, seed=14)
     half_sent = asyncio.Event()
     url = origin.route(
         "/big.jpg",
-        stalled(origin, data, send=len(data) // 2, sent=half_sent),
+        stalled(origin, data, send=fetch.MEMORY_LIMIT + 500_000, sent=half_sent),
         body(data, content_type="image/jpeg"),
     )
     media_id = await insert(pool, url)

@@ -386,3 +386,53 @@ def test_truncated_pdf_is_corrupt(write: Callable[[bytes], Path]) -> None:
     data = media.pdf()
 
     _assert_corrupt(write(data[: len(data) // 2]))
+
+
+# --- probing from memory ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        media.jpeg_with_exif,
+        lambda: media.png(40, 30),
+        media.animated_gif,
+        lambda: media.webp(animated=True),
+        lambda: media.image("TIFF", 20, 10),
+        media.mp4,
+        media.pdf,
+    ],
+    ids=["jpeg-exif", "png", "gif", "webp", "tiff", "mp4", "pdf"],
+)
+def test_probing_the_bytes_in_memory_says_what_the_file_says(
+    write: Callable[[bytes], Path], make: Callable[[], bytes]
+) -> None:
+    """probe_file given the bytes it already holds (data=) finds what reading the file finds."""
+    data = make()
+    path = write(data)
+
+    assert probe.probe_file(path, data=data) == probe.probe_file(path)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: media.jpeg_with_exif(256, 192), lambda: media.png(128, 96)],
+    ids=["jpeg", "png"],
+)
+def test_half_an_image_in_memory_is_corrupt(
+    write: Callable[[bytes], Path], make: Callable[[], bytes]
+) -> None:
+    """From memory, too, a picture cut in half fails its decode."""
+    half = make()
+    half = half[: len(half) // 2]
+
+    with pytest.raises(probe.CorruptMediaError):
+        probe.probe_file(write(half), data=half)
+
+
+def test_text_in_memory_is_not_media(write: Callable[[bytes], Path]) -> None:
+    """From memory, an HTML page is still not_media."""
+    body = b"<html>blocked</html>"
+
+    with pytest.raises(probe.NotMediaError, match="HTML"):
+        probe.probe_file(write(body), data=body)

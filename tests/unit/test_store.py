@@ -318,3 +318,28 @@ def test_verify_detects_corruption(s: store.Store) -> None:
     assert not s.verify(stored.path, stored.sha256)
     stored.path.unlink()
     assert not s.verify(stored.path, stored.sha256)
+
+
+def test_a_folder_removed_by_hand_is_made_again(s: store.Store) -> None:
+    """The store remembers the folders it made; one removed since is made again, not an error."""
+    first = store_bytes(s, b"one")
+    shard = first.path.parent
+    first.path.unlink()
+    shard.rmdir()
+    (s.temp_dir).rmdir()
+
+    again = store_bytes(s, b"one")
+
+    assert again.path == first.path and again.path.read_bytes() == b"one"
+    assert not again.existed
+    assert files_under(s.root) == [first.relative_path]
+
+
+def test_relative_paths_are_checked_as_strings(s: store.Store, tmp_path: Path) -> None:
+    """relative() accepts str and Path, and refuses the root itself and its look-alike siblings."""
+    path = s.path_for("images", SHA, "jpg")
+
+    assert s.relative(str(path)) == s.relative(path) == f"images/{SHA[:2]}/{SHA}.jpg"
+    for outside in (s.root, tmp_path / "media-other" / "x.jpg", s.root / ".." / "x.jpg"):
+        with pytest.raises(ValueError, match="not inside"):
+            s.relative(outside)
