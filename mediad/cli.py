@@ -13,27 +13,18 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from mediad import (
-    __version__,
-    archive,
-    besturl,
-    config,
-    daemon,
-    db,
-    errors,
-    evict,
-    importer,
-    migrate,
-    queries,
-    s3,
-    scrub,
-)
+from mediad import __version__, config, daemon, db, errors, importer, migrate, queries
 from mediad import log as logsetup
 from mediad.store import Store
+
+# The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
+# need them import them, and every other command (`run` without the archive) starts sooner.
+if TYPE_CHECKING:
+    from mediad import s3, scrub
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -344,6 +335,8 @@ def _archive_configured(cfg: config.Config) -> bool:
 
 
 async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad import archive, s3, scrub
+
     async def work(pool: asyncpg.Pool[Any]) -> int:
         store = Store.from_config(cfg.storage)
         async with contextlib.AsyncExitStack() as stack:
@@ -411,6 +404,8 @@ def _format_verify(report: scrub.Report) -> str:
 
 
 async def _url(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad import besturl, s3
+
     async def work(pool: asyncpg.Pool[Any]) -> int:
         async with contextlib.AsyncExitStack() as stack:
             client: s3.S3 | None = None
@@ -452,6 +447,8 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
         raise errors.ConfigError("evict: give --max-bytes or set storage.max_cache_size")
     if not _archive_configured(cfg):
         raise errors.ConfigError("evict: archive.bucket is empty; only archived files are evicted")
+
+    from mediad import evict, s3
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         async with s3.open_client(cfg.archive) as client:
