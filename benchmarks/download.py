@@ -1,7 +1,7 @@
 """Download throughput: mediad against aria2c and the seeds' thread pool, and one big file.
 
     .venv/bin/python benchmarks/download.py [--photos 5000] [--big-size 2GB] [--repeat 2]
-        [--latency-ms 20 [--latency-photos 1000]]
+        [--latency-ms 20] [--latency-photos N]
 
 A local nginx (loopback only) serves a corpus of real, distinct JPEG photos of 50-300 kB and
 one big real MP4. In one run, side by side:
@@ -13,12 +13,19 @@ one big real MP4. In one run, side by side:
   file, files written to disk);
 - the big file, fetched by mediad and by `curl -s URL | tee >(md5sum >/dev/null) | sha256sum`
   (no file written), with mediad's peak RSS;
-- with --latency-ms N, a CDN-like scenario besides (never instead of) the zero-latency one:
-  the first --latency-photos photos fetched by the same three tools from a second nginx that
-  answers each request after N ms (3N for a connection's first request: over https its TCP
-  and TLS handshakes cost a round trip each). Loopback has no latency, so there the seeds'
-  five threads are bound by CPU, not by waiting as they are against a real CDN. The delay is
-  nginx's echo module (echo_sleep, a timer, no CPU); Debian: libnginx-mod-http-echo.
+- a CDN-like scenario besides (never instead of) the zero-latency one (--latency-ms, 20 by
+  default; 0 skips it): the photos (all of them, or the first --latency-photos) fetched by the
+  same three tools from a second nginx that answers each request after N ms (3N for a
+  connection's first request: over https its TCP and TLS handshakes cost a round trip each).
+  The delay is nginx's echo module (echo_sleep, a timer, no CPU); Debian:
+  libnginx-mod-http-echo.
+
+Which table judges which target: the seeds' approach is five threads waiting on the network,
+and 3x of it is a claim about concurrency under a CDN's latency. On loopback nothing waits:
+the seeds' threads are bound by CPU (no decode, fsync or database), so there the seeds' ratio
+is printed but the target is judged in the latency table (on loopback only when the latency
+scenario is skipped). The aria2c target (0.7x) is judged on loopback; the latency table shows
+its ratio only.
 
 mediad runs as a subprocess, timed from spawn to exit (start-up included), against a fresh
 database on an embedded PostgreSQL; the rate without start-up comes from the row events
@@ -1037,7 +1044,10 @@ def summarize(
     checked = len(verdicts)
     if photo_runs:
         mediad = best(photo_runs, "mediad")
-        targets = {"seeds": TARGET_VS_SEEDS, "aria2c": TARGET_VS_ARIA2}
+        # With a latency table, the seeds' target is judged there (see the module docstring).
+        targets = {"aria2c": TARGET_VS_ARIA2}
+        if not latency_runs:
+            targets["seeds"] = TARGET_VS_SEEDS
         rows: list[list[Any]] = []
         for prefix in ("mediad", "aria2c", "seeds"):
             run = best(photo_runs, prefix)
@@ -1059,7 +1069,7 @@ def summarize(
                     run.mb_per_s,
                     run.busy_files_per_s,
                     f"{ratio:.2f}x" if prefix != "mediad" else "-",
-                    f">= {target}x" if target is not None else "-",
+                    f">= {target}x" if target is not None else _judged_elsewhere(prefix),
                     met,
                     f"{busy_ratio:.2f}x" if prefix != "mediad" else "-",
                     _mb(run.peak_rss),
@@ -1188,6 +1198,10 @@ def summarize(
     return 1
 
 
+def _judged_elsewhere(prefix: str) -> str:
+    return f"{TARGET_VS_SEEDS}x in the latency table" if prefix == "seeds" else "-"
+
+
 def latency_label(latency: float) -> str:
     ms = latency * 1000
     return (
@@ -1200,7 +1214,8 @@ def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[
     """The latency scenario's table; returns its target verdicts."""
     mediad = best(runs, "mediad")
     # The seeds' target is the one this scenario exists for: on loopback their threads never
-    # wait. The aria2c target stays with the zero-latency table; here its ratio is shown only.
+    # wait. aria2c's target stays with the loopback table, as the issue sets it; here its ratio
+    # is shown only.
     targets = {"seeds": TARGET_VS_SEEDS}
     verdicts: list[bool] = []
     rows: list[list[Any]] = []
@@ -1315,16 +1330,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--latency-ms",
         type=float,
-        default=0.0,
+        default=20.0,
         help="also run the photos against a CDN-like origin answering after this many ms (a"
         " connection's first request: 3x, its TCP and TLS handshakes); needs nginx's echo"
-        " module (Debian: libnginx-mod-http-echo). 0, the default: no such scenario",
+        " module (Debian: libnginx-mod-http-echo). Default 20; 0: no such scenario",
     )
     parser.add_argument(
         "--latency-photos",
         type=int,
-        default=1000,
-        help="photos fetched in the latency scenario, the first of the corpus (1000)",
+        default=None,
+        help="photos fetched in the latency scenario, the first of the corpus (default: all)",
     )
     parser.add_argument("--skip", default="", help="comma-separated: mediad,aria2c,seeds,curl,big")
     parser.add_argument(
@@ -1476,7 +1491,7 @@ def run_latency_scenario(
     skip: set[str],
 ) -> list[Run]:
     """The photos again, each answered after a CDN-like round trip: mediad, aria2c, seeds."""
-    files = photos[: args.latency_photos]
+    files = photos[: args.latency_photos or len(photos)]
     base_url = origin_url + LATENCY_PREFIX
     runs: list[Run] = []
     for attempt in range(args.repeat):
