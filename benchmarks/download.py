@@ -88,7 +88,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
@@ -1043,61 +1043,22 @@ def summarize(
     verdicts: list[bool] = [r.ok for r in [*photo_runs, *big_runs, *latency_runs]]
     checked = len(verdicts)
     if photo_runs:
-        mediad = best(photo_runs, "mediad")
         # With a latency table, the seeds' target is judged there (see the module docstring).
         targets = {"aria2c": TARGET_VS_ARIA2}
-        if not latency_runs:
+        notes = {}
+        if latency_runs:
+            notes["seeds"] = f"{TARGET_VS_SEEDS}x in the latency table"
+        else:
             targets["seeds"] = TARGET_VS_SEEDS
-        rows: list[list[Any]] = []
-        for prefix in ("mediad", "aria2c", "seeds"):
-            run = best(photo_runs, prefix)
-            if run is None:
-                continue
-            ratio = _ratio(mediad.files_per_s, run.files_per_s) if mediad else math.nan
-            busy_ratio = _ratio(mediad.busy_files_per_s, run.files_per_s) if mediad else math.nan
-            target = targets.get(prefix)
-            met = "-"
-            if target is not None and mediad is not None:
-                met = "yes" if ratio >= target else "NO"
-                verdicts.append(ratio >= target)
-            rows.append(
-                [
-                    run.tool,
-                    run.files,
-                    run.seconds,
-                    run.files_per_s,
-                    run.mb_per_s,
-                    run.busy_files_per_s,
-                    f"{ratio:.2f}x" if prefix != "mediad" else "-",
-                    f">= {target}x" if target is not None else _judged_elsewhere(prefix),
-                    met,
-                    f"{busy_ratio:.2f}x" if prefix != "mediad" else "-",
-                    _mb(run.peak_rss),
-                    run.cpu_seconds,
-                    _others(run),
-                ]
-            )
         size = photo_runs[0].bytes / MB
-        _common.print_table(
+        verdicts += photo_table(
             f"Photos: {photo_runs[0].files:,} JPEGs, {size:,.0f} MB; best of {repeat} run(s);"
             " seconds from spawn to exit (mediad: start-up included)",
-            [
-                "tool",
-                "files",
-                "seconds",
-                "files/s",
-                "MB/s",
-                "files/s w/o start-up",
-                "mediad / tool",
-                "target",
-                "met",
-                "ratio w/o start-up",
-                "peak RSS MB",
-                "CPU s",
-                "others' CPUs",
-            ],
-            rows,
+            photo_runs,
+            targets,
+            notes,
         )
+        mediad = best(photo_runs, "mediad")
         if mediad is not None:
             print(
                 f"mediad: start-up {mediad.startup_seconds:.2f} s (spawn to first"
@@ -1198,8 +1159,66 @@ def summarize(
     return 1
 
 
-def _judged_elsewhere(prefix: str) -> str:
-    return f"{TARGET_VS_SEEDS}x in the latency table" if prefix == "seeds" else "-"
+def photo_table(
+    title: str,
+    runs: Sequence[Run],
+    targets: Mapping[str, float],
+    notes: Mapping[str, str] | None = None,
+) -> list[bool]:
+    """One table of photo runs (the best of each tool), mediad's ratio to each and the
+    `targets` judged in it (`notes` in the target column of the tools without one); returns
+    their verdicts."""
+    mediad = best(runs, "mediad")
+    verdicts: list[bool] = []
+    rows: list[list[Any]] = []
+    for prefix in ("mediad", "aria2c", "seeds"):
+        run = best(runs, prefix)
+        if run is None:
+            continue
+        ratio = _ratio(mediad.files_per_s, run.files_per_s) if mediad else math.nan
+        busy_ratio = _ratio(mediad.busy_files_per_s, run.files_per_s) if mediad else math.nan
+        target = targets.get(prefix)
+        met = "-"
+        if target is not None and mediad is not None:
+            met = "yes" if ratio >= target else "NO"
+            verdicts.append(ratio >= target)
+        rows.append(
+            [
+                run.tool,
+                run.files,
+                run.seconds,
+                run.files_per_s,
+                run.mb_per_s,
+                run.busy_files_per_s,
+                f"{ratio:.2f}x" if prefix != "mediad" else "-",
+                f">= {target}x" if target is not None else (notes or {}).get(prefix, "-"),
+                met,
+                f"{busy_ratio:.2f}x" if prefix != "mediad" else "-",
+                _mb(run.peak_rss),
+                run.cpu_seconds,
+                _others(run),
+            ]
+        )
+    _common.print_table(
+        title,
+        [
+            "tool",
+            "files",
+            "seconds",
+            "files/s",
+            "MB/s",
+            "files/s w/o start-up",
+            "mediad / tool",
+            "target",
+            "met",
+            "ratio w/o start-up",
+            "peak RSS MB",
+            "CPU s",
+            "others' CPUs",
+        ],
+        rows,
+    )
+    return verdicts
 
 
 def latency_label(latency: float) -> str:
@@ -1212,53 +1231,14 @@ def latency_label(latency: float) -> str:
 
 def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[bool]:
     """The latency scenario's table; returns its target verdicts."""
-    mediad = best(runs, "mediad")
     # The seeds' target is the one this scenario exists for: on loopback their threads never
     # wait. aria2c's target stays with the loopback table, as the issue sets it; here its ratio
     # is shown only.
-    targets = {"seeds": TARGET_VS_SEEDS}
-    verdicts: list[bool] = []
-    rows: list[list[Any]] = []
-    for prefix in ("mediad", "aria2c", "seeds"):
-        run = best(runs, prefix)
-        if run is None:
-            continue
-        ratio = _ratio(mediad.files_per_s, run.files_per_s) if mediad else math.nan
-        target = targets.get(prefix)
-        met = "-"
-        if target is not None and mediad is not None:
-            met = "yes" if ratio >= target else "NO"
-            verdicts.append(ratio >= target)
-        rows.append(
-            [
-                run.tool,
-                run.files,
-                run.seconds,
-                run.files_per_s,
-                run.busy_files_per_s,
-                f"{ratio:.2f}x" if prefix != "mediad" else "-",
-                f">= {target}x" if target is not None else "-",
-                met,
-                run.cpu_seconds,
-                _others(run),
-            ]
-        )
-    _common.print_table(
+    verdicts = photo_table(
         f"{latency_label(latency)}: {runs[0].files:,} of the photos; best of {repeat} run(s);"
         " seconds from spawn to exit (mediad: start-up included)",
-        [
-            "tool",
-            "files",
-            "seconds",
-            "files/s",
-            "files/s w/o start-up",
-            "mediad / tool",
-            "target",
-            "met",
-            "CPU s",
-            "others' CPUs",
-        ],
-        rows,
+        runs,
+        {"seeds": TARGET_VS_SEEDS},
     )
     print(
         "The delay is nginx's (echo_sleep, a timer): no CPU is spent waiting. mediad and aria2c"
