@@ -324,7 +324,7 @@ class S3:
                 Bucket=bucket or self.bucket, Key=key, ChecksumMode="ENABLED"
             )
         except boto_errors.ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _NOT_FOUND:
                 return None
             raise translate(exc, f"HEAD {key}") from exc
         except Exception as exc:
@@ -521,7 +521,7 @@ class S3:
         try:
             answer = await self.client.get_object(Bucket=bucket or self.bucket, Key=key)
         except boto_errors.ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in _NOT_FOUND:
                 return None
             raise translate(exc, f"GET {key}") from exc
         except Exception as exc:
@@ -556,6 +556,10 @@ class S3:
         except Exception as exc:
             raise translate(exc, f"presign {key}") from exc
         return url
+
+
+# The codes S3 (and SeaweedFS) answer for an object that is not there, on HEAD and GET.
+_NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def _code(exc: boto_errors.ClientError) -> str:
