@@ -49,8 +49,10 @@ Choices:
   on a shared host, a slow figure can then be told from a busy machine.
 
 The generated corpus is cached under --cache-dir (default /tmp/mediad-bench-cache) so reruns
-start at once; delete that directory to reclaim its space. Scratch outputs are deleted as soon
-as each measurement has been checked.
+start at once; delete that directory to reclaim its space. Scratch outputs are kept until the
+benchmark ends, then deleted: deleting thousands of files right before the next tool writes
+thousands slows that tool (ext4 skips recently freed inodes), so every run's files stay and the
+scratch dir needs room for all of them (about 12 GB by default).
 
 Needs nginx, aria2c, curl and bash: on Debian/Ubuntu `sudo apt-get install -y nginx-light aria2
 curl` (`nginx` where nginx-light does not exist), or run this script with --install-tools as
@@ -837,7 +839,7 @@ def run_mediad(
             check += f"; {len(log_lines)} log line(s), last: {log_lines[-1][:300]}"
     finally:
         asyncio.run(server.drop_database(name))
-        shutil.rmtree(work, ignore_errors=True)
+        set_aside(work)
     run = Run(
         tool,
         len(files),
@@ -898,7 +900,7 @@ def run_aria2(
             and (out / f.name.rpartition("/")[2]).stat().st_size == f.size
         )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        set_aside(work)
     ok = child.returncode == 0 and right == len(files)
     check = f"exit status {child.returncode}, files with the right size={right}/{len(files)}"
     return Run(
@@ -952,7 +954,7 @@ def run_seeds(machine: Machine, scratch: Path, files: Sequence[CorpusFile], base
         right = sum(1 for md5, size in results if wanted.get(md5) == size)
         on_disk = sum(1 for _ in work.iterdir())
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        set_aside(work)
     ok = errors == 0 and right == len(files) and on_disk == len(files)
     check = f"errors={errors}, md5 and size right={right}/{len(files)}, files written={on_disk}"
     return Run(
@@ -1251,6 +1253,19 @@ def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[
 # --- main --------------------------------------------------------------------------------------
 
 
+def set_aside(work: Path) -> None:
+    """Move a run's outputs out of the next run's way; they are deleted when the benchmark ends.
+
+    Deleting thousands of files just before the next tool writes thousands makes that tool pay
+    for them: ext4 skips inodes freed in the last minute or so (`recently_deleted`), reading
+    their inode table blocks for every file it creates. No archive host deletes at that rate,
+    and every tool here writes thousands of files, so no run pays for an earlier one's deletes.
+    """
+    spent = work.parent / "spent"
+    spent.mkdir(exist_ok=True)
+    work.rename(spent / f"{sum(1 for _ in spent.iterdir())}-{work.name}")
+
+
 def check_disk(path: Path, needed: int, what: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path).free
@@ -1345,10 +1360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "or rerun this script as root with --install-tools"
             )
 
-    photos_bytes = args.photos * (PHOTO_MIN + PHOTO_MAX) // 2
+    photo_mean = (PHOTO_MIN + PHOTO_MAX) // 2
+    photos_bytes = args.photos * photo_mean
     big_bytes = 0 if "big" in skip else args.big_size
     check_disk(args.cache_dir, photos_bytes + big_bytes + 100 * MB, "the cache dir")
-    check_disk(args.scratch_dir, max(photos_bytes, big_bytes) + 200 * MB, "the scratch dir")
+    # Every run's outputs stay until the end (see set_aside).
+    latency_photos = min(args.latency_photos or args.photos, args.photos) if latency > 0 else 0
+    writers = sum(1 for tool in ("mediad", "aria2c", "seeds") if tool not in skip)
+    scratch_bytes = writers * (args.repeat * args.photos + latency_photos) * photo_mean
+    if "mediad" not in skip:
+        scratch_bytes += args.repeat * big_bytes
+    check_disk(args.scratch_dir, scratch_bytes + 200 * MB, "the scratch dir")
 
     _common.quiet_logging()
     print(f"download benchmark; {_common.machine()}; load average {os.getloadavg()[0]:.2f}")
