@@ -7,8 +7,9 @@ A local nginx (loopback only) serves a corpus of real, distinct JPEG photos of 5
 one big real MP4. In one run, side by side:
 
 - the photos, fetched by `mediad run --once` (download stage only: archive and analysis are
-  disabled, the default; every file is hashed MD5 + SHA-256, sniffed, decoded, fsynced into the
-  content-addressed store and recorded in PostgreSQL), by `aria2c -j 32` (download only) and
+  disabled, the default; every file is hashed MD5 + SHA-256, sniffed, opened by Pillow and its
+  JPEG structure walked to the end, fsynced into the content-addressed store and recorded in
+  PostgreSQL), by `aria2c -j 32` (download only) and
   by the seeds' approach (a ThreadPoolExecutor of 5 blocking urllib downloads, an MD5 per
   file, files written to disk);
 - the big file, fetched by mediad and by `curl -s URL | tee >(md5sum >/dev/null) | sha256sum`
@@ -22,7 +23,7 @@ one big real MP4. In one run, side by side:
 
 Which table judges which target: the seeds' approach is five threads waiting on the network,
 and 3x of it is a claim about concurrency under a CDN's latency. On loopback nothing waits:
-the seeds' threads are bound by CPU (no decode, fsync or database), so there the seeds' ratio
+the seeds' threads are bound by CPU (no probe, fsync or database), so there the seeds' ratio
 is printed but the target is judged in the latency table (on loopback only when the latency
 scenario is skipped). The aria2c target (0.7x) is judged on loopback; the latency table shows
 its ratio only.
@@ -1066,8 +1067,8 @@ def summarize(
                 f"mediad: start-up {mediad.startup_seconds:.2f} s (spawn to first"
                 f" download_started), busy {mediad.busy_seconds:.2f} s (first download_started"
                 f" to last media_downloaded), PostgreSQL CPU {mediad.split.postgres:.1f} s."
-                "\nmediad also decodes, fsyncs and records every file; aria2c and the seeds"
-                " neither fsync nor decode.\n`others' CPUs`: CPUs busy with processes other than"
+                "\nmediad also probes, fsyncs and records every file; aria2c and the seeds"
+                " neither fsync nor probe.\n`others' CPUs`: CPUs busy with processes other than"
                 " the tool, nginx and PostgreSQL during the run (a shared machine)."
             )
     if big_runs:

@@ -35,11 +35,12 @@ MEDIA_TYPES = frozenset({"image", "video", "gif", "audio", "document"})
 MEDIA_TYPE_ALIASES = {"photo": "image", "animated_gif": "gif"}
 # A file's blocking work (write and hash, probe, fsync and link) runs in a thread of the
 # stage's own pool. Much of it waits for the disk (fsync) rather than a core, so there are many
-# more threads than cores: the cores decode and hash while other threads wait (on 2 cores, 16
+# more threads than cores: the cores probe and hash while other threads wait (on 2 cores, 16
 # threads stored 5,000 photos 25% faster than 4, and finished rows in bigger batches)...
 _THREADS = min(64, 8 * (os.cpu_count() or 2))
-# ...but decodes, which may need much memory, are at most two per core (still enough to keep
-# every core busy, as a decode spends most of its time in C with the GIL released)...
+# ...but probes, whose decodes (all images but JPEG) may need much memory, are at most two per
+# core (still enough to keep every core busy: a decode spends most of its time in C with the GIL
+# released)...
 _PROBES_AT_ONCE = 2 * (os.cpu_count() or 2)
 # ...and a large file may decode to hundreds of MB (a big PNG): those go one at a time.
 _LARGE_PROBE_BYTES = 8 * 1024 * 1024

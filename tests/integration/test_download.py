@@ -474,6 +474,13 @@ def _garbage(o: Origin) -> str:
     return o.serve("/x.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + noise, content_type="image/jpeg")
 
 
+def _zero_tail(o: Origin) -> str:
+    """A whole-length body whose tail is zeros (a CDN's hole): it decodes, but is not whole."""
+    data = bytearray(_jpeg())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)
+    return o.serve("/x.jpg", bytes(data), content_type="image/jpeg")
+
+
 def _redirect_loop(o: Origin) -> str:
     o.route("/a", redirect("/b"))
     return o.route("/b", redirect("/a"))
@@ -559,6 +566,7 @@ FAILURES = [
         id="cut-jpeg",
     ),
     pytest.param(Failure(_garbage, _code("corrupt_media")), id="garbage-jpeg"),
+    pytest.param(Failure(_zero_tail, _code("corrupt_media")), id="zero-tail-jpeg"),
     pytest.param(
         Failure(
             _redirect_loop,

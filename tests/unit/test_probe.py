@@ -353,6 +353,25 @@ def test_half_a_jpeg_is_corrupt(write: Callable[[bytes], Path]) -> None:
     assert "JPEG" in str(error)
 
 
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "from-file"])
+def test_a_jpeg_with_a_zeroed_tail_is_corrupt(
+    write: Callable[[bytes], Path], in_memory: bool
+) -> None:
+    """The last third of the body never arrived and reads as zeros: libjpeg would decode it
+    (grey at the bottom); the structure walk finds no end of image. A body too big to be kept in
+    memory is probed from its file."""
+    data = bytearray(media.jpeg_with_exif(256, 192))
+    third = len(data) // 3
+    data[-third:] = bytes(third)
+    body = bytes(data)
+
+    with pytest.raises(probe.CorruptMediaError) as caught:
+        probe.probe_file(write(body), data=body if in_memory else None)
+
+    assert "JPEG image is damaged: it ends at byte" in str(caught.value)
+    assert caught.value.error_code == "corrupt_media"
+
+
 def test_png_signature_then_random_bytes_is_corrupt(write: Callable[[bytes], Path]) -> None:
     """The PNG signature followed by noise is sniffed as PNG, and no decoder accepts it."""
     signature = media.png()[:8]

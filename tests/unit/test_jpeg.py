@@ -1,0 +1,175 @@
+"""The JPEG structure walk, on real JPEGs made by Pillow and on the ways a download damages them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+
+import pytest
+from PIL import Image
+
+from mediad import jpeg
+from tests import media
+
+
+def _encode(mode: str = "RGB", **save: object) -> bytes:
+    buf = io.BytesIO()
+    media.noise_image(96, 64, seed=3).convert(mode).save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether Pillow decodes `data` in full (what the walk stands in for)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
+            img.load()
+    except (OSError, SyntaxError):
+        return False
+    return True
+
+
+def _scan_start(data: bytes) -> int:
+    """The first byte of the first scan's entropy-coded data."""
+    sos = data.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+
+
+def _rejects(data: bytes, reason: str) -> None:
+    with pytest.raises(jpeg.JpegStructureError, match=reason):
+        jpeg.check_structure(data)
+
+
+@pytest.mark.parametrize(
+    "save",
+    [
+        {},
+        {"progressive": True},
+        {"optimize": True},
+        {"restart_marker_blocks": 2},
+        {"progressive": True, "restart_marker_rows": 1},
+        {"subsampling": 0, "quality": 100},
+        {"mode": "L"},
+        {"mode": "CMYK"},
+    ],
+    ids=[
+        "baseline",
+        "progressive",
+        "optimized",
+        "restarts",
+        "progressive-restarts",
+        "444-q100",
+        "grey",
+        "cmyk",
+    ],
+)
+def test_real_jpegs_are_whole(save: dict[str, object]) -> None:
+    """Every kind of JPEG Pillow writes (several scans, restart markers, stuffed bytes) is whole."""
+    options = dict(save)
+    data = _encode(str(options.pop("mode", "RGB")), **options)
+    assert b"\xff\x00" in data[_scan_start(data) :]  # the walk must step over stuffed bytes
+
+    jpeg.check_structure(data)
+
+
+def test_camera_jpeg_with_exif_is_whole() -> None:
+    jpeg.check_structure(media.jpeg_with_exif(320, 240))
+
+
+def test_what_follows_the_end_is_not_read() -> None:
+    """Bytes after EOI (a second MPO picture, a phone's trailer) do not make a JPEG damaged."""
+    jpeg.check_structure(_encode() + random.Random(1).randbytes(4000))
+
+
+def test_fill_bytes_before_a_marker_are_allowed() -> None:
+    """Any number of FF may precede a marker, between segments as after the scan data."""
+    data = _encode()
+    padded = data[:2] + b"\xff\xff\xff" + data[2:-2] + b"\xff\xff" + data[-2:]
+
+    jpeg.check_structure(padded)
+
+
+def test_a_zeroed_tail_is_damage_a_decoder_misses() -> None:
+    """A body whose last third never arrived but was zero-filled: Pillow decodes it (libjpeg
+    pads with grey), the walk finds no end-of-image marker."""
+    data = bytearray(_encode(quality=95))
+    third = len(data) // 3
+    data[-third:] = bytes(third)
+
+    assert _decodes(bytes(data))
+    _rejects(bytes(data), "inside its image data, without an end-of-image marker")
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.9, 0.999])
+def test_a_jpeg_cut_anywhere_is_damaged(fraction: float) -> None:
+    data = _encode(progressive=True)
+    cut = max(3, int(len(data) * fraction))
+
+    with pytest.raises(jpeg.JpegStructureError, match="ends at byte"):
+        jpeg.check_structure(data[:cut])
+
+
+def test_a_missing_end_marker_is_damage() -> None:
+    _rejects(_encode()[:-2], "without an end-of-image marker")
+
+
+def test_noise_inside_the_scan_is_damage() -> None:
+    """Foreign bytes in the image data hold FF followed by what no scan may contain."""
+    data = bytearray(_encode())
+    start = _scan_start(bytes(data))
+    data[start + 100 : start + 1100] = random.Random(2).randbytes(1000)
+
+    _rejects(bytes(data), "damaged image data")
+
+
+def test_a_segment_longer_than_the_file_is_damage() -> None:
+    data = bytearray(_encode())
+    dqt = data.index(b"\xff\xdb")
+    data[dqt + 2 : dqt + 4] = (0xFFF0).to_bytes(2, "big")
+
+    _rejects(bytes(data), "segment at byte .* runs past its end")
+
+
+def test_image_data_before_the_frame_header_is_damage() -> None:
+    """A scan with no SOF before it: the file's header was lost or rearranged."""
+    data = _encode()
+    sof = data.index(b"\xff\xc0")
+    sof_length = int.from_bytes(data[sof + 2 : sof + 4], "big")
+
+    _rejects(data[:sof] + data[sof + 2 + sof_length :], "image data before its frame header")
+
+
+def test_an_end_marker_before_any_image_data_is_damage() -> None:
+    data = _encode()
+
+    _rejects(data[: data.index(b"\xff\xda")] + b"\xff\xd9", "before any image data")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "no JPEG start-of-image marker"),
+        (b"\xff\xd8", "no JPEG start-of-image marker"),
+        (b"\x89PNG\r\n\x1a\n", "no JPEG start-of-image marker"),
+        (b"\xff\xd8\x00\x10JFIF\x00", "where a marker should start"),
+        (b"\xff\xd8\xff\x05\x00\x04", "invalid marker 0x05"),
+        (b"\xff\xd8\xff\xd8\xff\xd9", "invalid marker 0xd8"),
+        (b"\xff\xd8\xff\xe0\x00", "runs past its end"),
+    ],
+    ids=["empty", "only-soi", "png", "no-marker", "reserved-marker", "second-soi", "short-app0"],
+)
+def test_malformed_headers_are_named(body: bytes, reason: str) -> None:
+    _rejects(body, reason)
+
+
+def test_any_damage_raises_only_the_structure_error() -> None:
+    """Random bytes overwritten and random cuts never escape as IndexError or the like."""
+    rng = random.Random(9)
+    originals = [_encode(), _encode(progressive=True), media.jpeg_with_exif(64, 48)]
+    for round_ in range(1500):
+        data = bytearray(originals[round_ % len(originals)])
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        del data[rng.randrange(1, len(data) + 1) :]
+        with contextlib.suppress(jpeg.JpegStructureError):
+            jpeg.check_structure(bytes(data))
