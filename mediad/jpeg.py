@@ -5,7 +5,8 @@ zeros (it pads the picture with grey) and most scattered bit errors (it warns an
 failures a download meets are a body cut short, a tail that never arrived, and bytes that are
 not the picture at all; each of them breaks the structure this walk checks:
 
-- SOI, then segments whose declared lengths fit in the file;
+- SOI, then segments whose declared lengths fit in the file (stray bytes between segments are
+  stepped over, as libjpeg does);
 - a frame header (SOF) before the first scan;
 - each scan's entropy-coded data holding only stuffed bytes (FF 00) and restart markers, and
   ending at a marker that may follow a scan;
@@ -49,9 +50,11 @@ def check_structure(data: bytes | mmap.mmap) -> None:
     frame_seen = scan_seen = False
     while True:
         if position < size and data[position] != 0xFF:
-            raise JpegStructureError(
-                f"has 0x{data[position]:02x} at byte {position}, where a marker should start"
-            )
+            # Stray bytes between segments: libjpeg and Pillow step over them (with a warning),
+            # and so do viewers, so they are no reason to refuse a file.
+            position = data.find(b"\xff", position)
+            if position < 0:
+                raise JpegStructureError(f"ends at byte {size} without an end-of-image marker")
         position = _skip_fill(data, position)
         marker = data[position]
         if marker == _EOI:

@@ -89,6 +89,16 @@ def test_fill_bytes_before_a_marker_are_allowed() -> None:
     jpeg.check_structure(padded)
 
 
+def test_stray_bytes_between_segments_are_stepped_over() -> None:
+    """libjpeg warns of "extraneous bytes before marker" and decodes; so the file is whole."""
+    data = _encode()
+    dqt = data.index(b"\xff\xdb")
+    stray = data[:dqt] + b"\x00\x17" + data[dqt:]
+
+    assert _decodes(stray)
+    jpeg.check_structure(stray)
+
+
 def test_a_zeroed_tail_is_damage_a_decoder_misses() -> None:
     """A body whose last third never arrived but was zero-filled: Pillow decodes it (libjpeg
     pads with grey), the walk finds no end-of-image marker."""
@@ -151,7 +161,7 @@ def test_an_end_marker_before_any_image_data_is_damage() -> None:
         (b"", "no JPEG start-of-image marker"),
         (b"\xff\xd8", "no JPEG start-of-image marker"),
         (b"\x89PNG\r\n\x1a\n", "no JPEG start-of-image marker"),
-        (b"\xff\xd8\x00\x10JFIF\x00", "where a marker should start"),
+        (b"\xff\xd8\x00\x10JFIF\x00", "without an end-of-image marker"),
         (b"\xff\xd8\xff\x05\x00\x04", "invalid marker 0x05"),
         (b"\xff\xd8\xff\xd8\xff\xd9", "invalid marker 0xd8"),
         (b"\xff\xd8\xff\xe0\x00", "runs past its end"),
