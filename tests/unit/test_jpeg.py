@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+from collections.abc import Callable
 
 import pytest
 from PIL import Image
@@ -138,6 +139,60 @@ def test_a_segment_longer_than_the_file_is_damage() -> None:
     data[dqt + 2 : dqt + 4] = (0xFFF0).to_bytes(2, "big")
 
     _rejects(bytes(data), "segment at byte .* runs past its end")
+
+
+def _segment(data: bytes, marker: bytes) -> int:
+    """The offset of the first byte after the length of the first `marker` segment."""
+    return data.index(b"\xff" + marker) + 4
+
+
+def _damage(data: bytes, offset: int, value: int) -> bytes:
+    return data[:offset] + bytes([value]) + data[offset + 1 :]
+
+
+def _oversubscribed(data: bytes) -> bytes:
+    """A Huffman table claiming three 1-bit codes: more than one bit can spell."""
+    return _damage(data, _segment(data, b"\xc4") + 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_oversubscribed, "bogus Huffman table"),
+        (lambda d: _damage(d, _segment(d, b"\xc4"), 0x25), "bogus Huffman table"),
+        (lambda d: _damage(d, _segment(d, b"\xdb"), 0x07), "bogus quantization table"),
+        (lambda d: _damage(d, _segment(d, b"\xc0") + 4, 0), "empty or impossible image"),
+        (lambda d: _damage(d, _segment(d, b"\xc0") + 5, 0), "empty or impossible image"),
+        (lambda d: _damage(d, _segment(d, b"\xc0") + 7, 0x51), "bad component"),
+        (lambda d: _damage(d, _segment(d, b"\xda") + 1, 0x77), "naming no frame component"),
+        (lambda d: _damage(d, _segment(d, b"\xda"), 5), "scan header .* wrong length"),
+    ],
+    ids=[
+        "huffman-oversubscribed",
+        "huffman-bad-class",
+        "quantization-bad-id",
+        "zero-width",
+        "zero-components",
+        "sampling-5x1",
+        "scan-unknown-component",
+        "scan-wrong-count",
+    ],
+)
+def test_headers_libjpeg_refuses_are_damage(damage: Callable[[bytes], bytes], reason: str) -> None:
+    """A header libjpeg would refuse (its own checks, no stricter) makes the file damaged, and
+    Pillow, which is libjpeg, indeed does not decode it."""
+    damaged = damage(_encode())
+
+    assert not _decodes(damaged)
+    _rejects(damaged, reason)
+
+
+def test_a_second_frame_header_is_damage() -> None:
+    data = _encode()
+    sof = data.index(b"\xff\xc0")
+    frame = data[sof : sof + 2 + int.from_bytes(data[sof + 2 : sof + 4], "big")]
+
+    _rejects(data[:sof] + frame + data[sof:], "second frame header")
 
 
 def test_image_data_before_the_frame_header_is_damage() -> None:
