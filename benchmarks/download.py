@@ -53,7 +53,10 @@ The generated corpus is cached under --cache-dir (default /tmp/mediad-bench-cach
 start at once; delete that directory to reclaim its space. Scratch outputs are kept until the
 benchmark ends, then deleted: deleting thousands of files right before the next tool writes
 thousands slows that tool (ext4 skips recently freed inodes), so every run's files stay and the
-scratch dir needs room for all of them (about 12 GB by default).
+scratch dir needs room for all of them (about 12 GB by default). Their pages in the page cache
+are dropped after each run, and some memory is written and dropped before the first: on a
+virtual machine, writing into memory the guest never used is several times slower, and would
+otherwise slow whichever run first needed more of it (see set_aside).
 
 Needs nginx, aria2c, curl and bash: on Debian/Ubuntu `sudo apt-get install -y nginx-light aria2
 curl` (`nginx` where nginx-light does not exist), or run this script with --install-tools as
@@ -1255,16 +1258,49 @@ def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[
 
 
 def set_aside(work: Path) -> None:
-    """Move a run's outputs out of the next run's way; they are deleted when the benchmark ends.
+    """Move a run's outputs out of the next run's way, keeping their files but not their memory.
 
-    Deleting thousands of files just before the next tool writes thousands makes that tool pay
-    for them: ext4 skips inodes freed in the last minute or so (`recently_deleted`), reading
-    their inode table blocks for every file it creates. No archive host deletes at that rate,
-    and every tool here writes thousands of files, so no run pays for an earlier one's deletes.
+    Two costs of this machine, not of any tool, would otherwise fall on whichever run comes next:
+    - Deleting thousands of files just before the next tool writes thousands: ext4 without a
+      journal skips inodes freed in the last minute or so (`recently_deleted`), reading their
+      inode table blocks for every file it creates. So the files stay until the benchmark ends.
+    - On a virtual machine, the first write to a page of guest memory makes the host back it:
+      2 GB written into never-used memory cost 5-8 s of system time here, into reused memory
+      0.6 s. Kept outputs would make the page cache grow into never-used memory, run after run,
+      so their pages are handed back (they are clean once synced) for the next run to reuse.
     """
     spent = work.parent / "spent"
     spent.mkdir(exist_ok=True)
-    work.rename(spent / f"{sum(1 for _ in spent.iterdir())}-{work.name}")
+    kept = spent / f"{sum(1 for _ in spent.iterdir())}-{work.name}"
+    work.rename(kept)
+    os.sync()
+    for folder, _, names in os.walk(kept):
+        for name in names:
+            drop_cached(Path(folder, name))
+
+
+def drop_cached(path: Path) -> None:
+    """Hand a synced regular file's pages in the page cache back to the kernel's free memory."""
+    if not path.is_file() or path.is_symlink():
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def prime_page_cache(scratch: Path, size: int) -> None:
+    """Write `size` bytes once and hand their pages back, so that the first run, too, writes
+    into memory the host has already backed (see set_aside)."""
+    path = scratch / "prime"
+    block = bytes(8 * MB)
+    with open(path, "wb", buffering=0) as handle:
+        for _ in range(0, size, len(block)):
+            handle.write(block)
+    os.sync()
+    drop_cached(path)
+    path.unlink()
 
 
 def check_disk(path: Path, needed: int, what: str) -> None:
@@ -1407,6 +1443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="mediad-bench-dl-", dir=args.scratch_dir) as tmp,
     ):
         scratch = Path(tmp)
+        prime_page_cache(scratch, max(photos_bytes, big_bytes) + 100 * MB)
         with nginx(tools["nginx"], cache, scratch / "nginx", first.name) as origin:
             machine = Machine(server, origin.pid)
             base_url = origin.url
