@@ -1257,6 +1257,12 @@ def summarize_latency(runs: Sequence[Run], repeat: int, latency: float) -> list[
 # --- main --------------------------------------------------------------------------------------
 
 
+# When this run's own cleanup ended: the next run warns if it starts within ext4's window
+# (RECENTCY_DIRTY in fs/ext4/ialloc.c) of skipping recently freed inodes.
+CLEANUP_STAMP = "last-cleanup"
+RECENT_DELETES_SECONDS = 300
+
+
 def set_aside(work: Path) -> None:
     """Move a run's outputs out of the next run's way, keeping their files but not their memory.
 
@@ -1277,6 +1283,20 @@ def set_aside(work: Path) -> None:
     for folder, _, names in os.walk(kept):
         for name in names:
             drop_cached(Path(folder, name))
+
+
+def warn_if_recent_cleanup(cache: Path) -> None:
+    """Say so when the last run's cleanup (tens of thousands of deletions) was minutes ago."""
+    try:
+        age = time.time() - (cache / CLEANUP_STAMP).stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age < RECENT_DELETES_SECONDS:
+        print(
+            f"note: the last run deleted its scratch files {age:.0f} s ago; ext4 without a"
+            f" journal creates files more slowly for up to {RECENT_DELETES_SECONDS // 60}"
+            " minutes after mass deletions (see set_aside), so every tool's figures may be low"
+        )
 
 
 def drop_cached(path: Path) -> None:
@@ -1413,6 +1433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"download benchmark; {_common.machine()}; load average {os.getloadavg()[0]:.2f}")
     cache = args.cache_dir
     cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+    warn_if_recent_cleanup(cache)
     photos = photo_corpus(cache, args.photos) if args.photos > 0 else []
     big = big_corpus(cache, args.big_size) if "big" not in skip else None
     sizes = [f.size for f in photos]
@@ -1514,6 +1535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     settings,
                     skip,
                 )
+    (cache / CLEANUP_STAMP).touch()
     print(f"\ncorpus kept in {cache} for the next run (delete it to free the space)")
     return summarize(photo_runs, big_runs, args.repeat, latency_runs, latency)
 
