@@ -1,4 +1,4 @@
-"""Knowing what was fetched: sniff the bytes, prove them with a decoder, and read their metadata.
+"""Knowing what was fetched: sniff the bytes, prove them whole, and read their metadata.
 
 Everything here is synchronous and CPU- or disk-bound: the daemon calls it in a thread.
 """
@@ -66,7 +66,7 @@ class MediaTooLargeError(errors.PermanentFetchError):
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What a file is, as proven by a decoder; `metadata` is JSON-serialisable."""
+    """What a file is, as proven by a decoder or a JPEG walk; `metadata` is JSON-serialisable."""
 
     mime_type: str
     extension: str
@@ -97,7 +97,7 @@ def probe_file(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     data: bytes | None = None,
 ) -> MediaInfo:
-    """Identify the file at `path` from its bytes and prove it decodes; raise a PermanentFetchError.
+    """Identify the file at `path` from its bytes and prove it whole; raise a PermanentFetchError.
 
     `declared_type` (a Content-Type or the row's media_type) is never trusted; it only makes
     error messages say what the file claimed to be. `data`, when the caller still holds the
@@ -234,7 +234,8 @@ def _probe_image(
                 metadata["animated"] = frame_count > 1
             if pillow_format in {"JPEG", "MPO"}:
                 # Pillow has parsed the headers; the walk proves the rest is there, which a
-                # decode would not (libjpeg pads a missing tail with grey), at 1/20 of its cost.
+                # decode would not (libjpeg pads a missing tail with grey), for a fraction of
+                # its CPU.
                 _check_jpeg(path, data)
             else:
                 img.load()
