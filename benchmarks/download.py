@@ -9,9 +9,8 @@ one big real MP4. In one run, side by side:
 - the photos, fetched by `mediad run --once` (download stage only: archive and analysis are
   disabled, the default; every file is hashed MD5 + SHA-256, sniffed, opened by Pillow and its
   JPEG structure walked to the end, fsynced into the content-addressed store and recorded in
-  PostgreSQL), by `aria2c -j 32` (download only) and
-  by the seeds' approach (a ThreadPoolExecutor of 5 blocking urllib downloads, an MD5 per
-  file, files written to disk);
+  PostgreSQL), by `aria2c -j 32` (download only) and by the seeds' approach (a
+  ThreadPoolExecutor of 5 blocking urllib downloads, an MD5 per file, files written to disk);
 - the big file, fetched by mediad and by `curl -s URL | tee >(md5sum >/dev/null) | sha256sum`
   (no file written), with mediad's peak RSS;
 - a CDN-like scenario besides (never instead of) the zero-latency one (--latency-ms, 20 by
@@ -1268,8 +1267,8 @@ def set_aside(work: Path) -> None:
 
     Two costs of this machine, not of any tool, would otherwise fall on whichever run comes next:
     - Deleting thousands of files just before the next tool writes thousands: ext4 without a
-      journal skips inodes freed in the last minute or so (`recently_deleted`), reading their
-      inode table blocks for every file it creates. So the files stay until the benchmark ends.
+      journal skips inodes freed in the last one to five minutes (`recently_deleted`), reading
+      their inode table blocks for every file it creates. So the files stay until the end.
     - On a virtual machine, the first write to a page of guest memory makes the host back it:
       2 GB written into never-used memory cost 5-8 s of system time here, into reused memory
       0.6 s. Kept outputs would make the page cache grow into never-used memory, run after run,
