@@ -52,7 +52,7 @@ import asyncpg
 
 from benchmarks import _common
 from mediad import db, migrate
-from mediad.store import Store, StoredFile
+from mediad.storage.local import Store, StoredFile
 from tests.s3server import SeaweedFS
 
 SMALL_MIN, SMALL_MAX = 50_000, 300_000

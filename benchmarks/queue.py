@@ -39,8 +39,9 @@ from typing import Any
 import asyncpg
 
 from benchmarks import _common
-from mediad import config, daemon, download, migrate, stage
+from mediad import config, daemon, migrate, stage
 from mediad.config import Config
+from mediad.stages import download
 
 # mediad's target against pgqueuer, on the same database server and job shape.
 TARGET_RATIO = 1.5

@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from mediad import __version__, config, daemon, db, errors, importer, migrate, queries
+from mediad import __version__, config, daemon, db, errors, migrate, queries
 from mediad import log as logsetup
-from mediad.store import Store
+from mediad.commands import importer
+from mediad.storage.local import Store
 
 # The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
 # need them import them, and every other command (`run` without the archive) starts sooner.
 if TYPE_CHECKING:
-    from mediad import s3, scrub
+    from mediad.commands import verify
+    from mediad.storage import s3
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -335,7 +337,9 @@ def _archive_configured(cfg: config.Config) -> bool:
 
 
 async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
-    from mediad import archive, s3, scrub
+    from mediad.commands import verify
+    from mediad.stages import archive
+    from mediad.storage import s3
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         store = Store.from_config(cfg.storage)
@@ -344,7 +348,7 @@ async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
             if _archive_configured(cfg):
                 client = await stack.enter_async_context(s3.open_client(cfg.archive))
                 archiver = archive.Archiver(cfg.archive, client, store)
-            report = await scrub.verify(
+            report = await verify.verify(
                 pool, store, client, archiver,
                 repair=args.repair, deep=args.deep, progress=_Progress(sys.stderr),
             )  # fmt: skip
@@ -364,7 +368,7 @@ class _Progress:
         self._stream = stream
         self._last = 0.0
 
-    def __call__(self, progress: scrub.Progress) -> None:
+    def __call__(self, progress: verify.Progress) -> None:
         now = time.monotonic()
         if now - self._last < 1.0 and progress.groups_done < progress.groups_total:
             return
@@ -378,7 +382,7 @@ class _Progress:
         )
 
 
-def _format_verify(report: scrub.Report) -> str:
+def _format_verify(report: verify.Report) -> str:
     how = "downloaded and re-hashed" if report.deep else "HEAD: size and checksums"
     lines = [
         f"local files checked: {report.local_checked}",
@@ -404,7 +408,8 @@ def _format_verify(report: scrub.Report) -> str:
 
 
 async def _url(cfg: config.Config, args: argparse.Namespace) -> int:
-    from mediad import besturl, s3
+    from mediad.commands import url
+    from mediad.storage import s3
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         async with contextlib.AsyncExitStack() as stack:
@@ -417,13 +422,13 @@ async def _url(cfg: config.Config, args: argparse.Namespace) -> int:
                 return await client.presign_get(key, bucket, seconds)
 
             try:
-                best = await besturl.best_url(
+                best = await url.best_url(
                     pool,
                     args.media_id,
                     presign=presign if _archive_configured(cfg) else None,
                     expiry=cfg.archive.presign_expiry,
                 )
-            except besturl.UnknownMediaError as exc:
+            except url.UnknownMediaError as exc:
                 print(f"mediad: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
         if args.json:
@@ -448,7 +453,8 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
     if not _archive_configured(cfg):
         raise errors.ConfigError("evict: archive.bucket is empty; only archived files are evicted")
 
-    from mediad import evict, s3
+    from mediad.commands import evict
+    from mediad.storage import s3
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         async with s3.open_client(cfg.archive) as client:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediad import __version__, errors, keys
+from mediad import __version__, errors
+from mediad.storage import objectkeys
 
 _SIZE_UNITS = {
     "": 1,
@@ -136,7 +137,7 @@ def _parse_database_url(value: object) -> str:
 
 def _parse_key_template(value: object) -> str:
     text = _parse_str(value)
-    keys.parse(text)
+    objectkeys.parse(text)
     return text
 
 

@@ -6,9 +6,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
-from mediad import download
 from mediad.config import Config
 from mediad.stage import Stage
+from mediad.stages import download
 
 
 @contextlib.asynccontextmanager
@@ -18,7 +18,7 @@ async def _archive_stage(config: Config) -> AsyncIterator[Stage | None]:
         return
     # Imported only when archiving: aioboto3 and botocore take about 0.3 s to import, which
     # every `mediad run --once` would otherwise pay.
-    from mediad import archive
+    from mediad.stages import archive
 
     async with archive.open_stage(config) as stage:
         yield stage

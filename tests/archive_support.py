@@ -11,8 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from mediad import archive, config, daemon
-from mediad.store import Store, StoredFile
+from mediad import config, daemon
+from mediad.stages import archive
+from mediad.storage.local import Store, StoredFile
 from tests.s3server import SeaweedFS
 from tests.support import make_config
 

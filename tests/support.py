@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from mediad import config, daemon, download
+from mediad import config, daemon
 from mediad.stage import Result, Row, Stage
+from mediad.stages import download
 
 
 def make_config(**overrides: str) -> config.Config:

@@ -14,8 +14,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import archive, daemon, s3
+from mediad import daemon
 from mediad.stage import Row
+from mediad.stages import archive
+from mediad.storage import s3
 from tests import media
 from tests.archive_support import (
     archive_config,

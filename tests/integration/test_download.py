@@ -22,10 +22,12 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mediad import daemon, download, fetch, netguard
-from mediad.fetch import Fetcher
+from mediad import daemon
+from mediad.net import fetch, ssrf
+from mediad.net.fetch import Fetcher
 from mediad.stage import Row
-from mediad.store import Store
+from mediad.stages import download
+from mediad.storage.local import Store
 from tests import media, support
 from tests.origin import (
     Origin,
@@ -355,10 +357,8 @@ async def test_twitter_candidates_fall_back_to_the_next_size(
     origin.route("/media/orig", status(404))
     large_url = origin.serve("/media/large", large, content_type="image/jpeg")
     candidates = [origin.url("/media/orig"), large_url]
-    monkeypatch.setattr("mediad.download.platforms.candidate_urls", lambda url: candidates)
-    connector = netguard.make_connector(
-        netguard.parse_networks([ALLOWED]), limit=4, limit_per_host=2
-    )
+    monkeypatch.setattr("mediad.stages.download.platforms.candidate_urls", lambda url: candidates)
+    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
     async with aiohttp.ClientSession(connector=connector) as session:
         downloader = download.Downloader(
             Store(root, None), Fetcher(session, max_file_size=10_000_000, total_timeout=30)

@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from mediad import download
 from mediad.queue import Completed, Failed, Released, Retry, StageQueue
 from mediad.stage import Result
+from mediad.stages import download
 from tests.support import event_names, insert_rows, make_config, noop, row
 
 

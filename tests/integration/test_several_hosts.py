@@ -11,7 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from mediad import daemon, evict, scrub
+from mediad import daemon
+from mediad.commands import evict, verify
 from tests import media
 from tests.archive_support import archive_config, downloaded_rows, events, run_archive, store_of
 from tests.integration.test_verify import tools
@@ -105,7 +106,7 @@ async def test_verify_and_evict_leave_another_hosts_files_alone(
         done.stored.path.unlink()
 
     async with tools(cfg_b) as (store, client, archiver):
-        verified = await scrub.verify(pool, store, client, archiver, repair=True)
+        verified = await verify.verify(pool, store, client, archiver, repair=True)
         assert (verified.local_checked, verified.objects_checked, verified.damage) == (1, 1, [])
         evicted = await evict.evict(pool, store, client, 0, by="test")
         assert (evicted.evicted, evicted.freed) == (1, on_b.stored.size)

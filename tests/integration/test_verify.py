@@ -13,8 +13,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from mediad import archive, besturl, config, daemon, evict, s3, scrub
-from mediad.store import Store
+from mediad import config, daemon
+from mediad.commands import evict, url, verify
+from mediad.stages import archive
+from mediad.storage import s3
+from mediad.storage.local import Store
 from tests import media
 from tests.archive_support import (
     Downloaded,
@@ -66,8 +69,8 @@ async def test_repair_mends_a_corrupt_local_file_and_a_deleted_object(
     s3_server.client().delete_object(Bucket="media", Key=key_of(lost_url))
 
     async with tools(cfg) as (store, client, archiver):
-        seen: list[scrub.Progress] = []
-        report = await scrub.verify(pool, store, client, archiver, progress=seen.append)
+        seen: list[verify.Progress] = []
+        report = await verify.verify(pool, store, client, archiver, progress=seen.append)
         assert report.by_kind() == {"archive_missing": (1, 0), "local_corrupt": (1, 0)}
         assert {d.where for d in report.remaining} == {str(damaged.stored.path), lost_url}
         assert (report.local_checked, report.objects_checked) == (3, 3)
@@ -76,7 +79,7 @@ async def test_repair_mends_a_corrupt_local_file_and_a_deleted_object(
         assert (r["archive_status"], r["error_code"]) == ("failed", "archive_missing")
         assert events(await row(pool, damaged.media_id), "local_file_damaged")
 
-        report = await scrub.verify(pool, store, client, archiver, repair=True)
+        report = await verify.verify(pool, store, client, archiver, repair=True)
         assert report.by_kind() == {"archive_missing": (1, 1), "local_corrupt": (1, 1)}
         assert report.remaining == []
         assert damaged.stored.path.read_bytes() == original
@@ -89,7 +92,7 @@ async def test_repair_mends_a_corrupt_local_file_and_a_deleted_object(
         assert events(await row(pool, damaged.media_id), "local_file_repaired")
         assert not events(await row(pool, fine.media_id), "local_file_repaired")
 
-        report = await scrub.verify(pool, store, client, archiver, deep=True)
+        report = await verify.verify(pool, store, client, archiver, deep=True)
         assert (report.damage, report.objects_checked) == ([], 3)
 
 
@@ -108,7 +111,7 @@ async def test_nothing_is_repaired_from_a_copy_that_does_not_match(
     s3_server.client().put_object(Bucket="media", Key=key_of(url), Body=bad_object)
 
     async with tools(cfg) as (store, client, archiver):
-        report = await scrub.verify(pool, store, client, archiver, repair=True, deep=True)
+        report = await verify.verify(pool, store, client, archiver, repair=True, deep=True)
     assert report.by_kind() == {"archive_corrupt": (1, 0), "local_corrupt": (1, 0)}
     assert both.stored.path.read_bytes() == bad_local
     body = s3_server.client().get_object(Bucket="media", Key=key_of(url))["Body"].read()
@@ -135,9 +138,9 @@ async def test_url_is_hosted_then_presigned_then_original(
         async def presign(bucket: str, key: str, seconds: float) -> str:
             return await client.presign_get(key, bucket, seconds)
 
-        hosted = await besturl.best_url(pool, local.media_id, presign=presign, expiry=60)
-        signed = await besturl.best_url(pool, gone.media_id, presign=presign, expiry=60)
-        original = await besturl.best_url(pool, fresh, presign=presign, expiry=60)
+        hosted = await url.best_url(pool, local.media_id, presign=presign, expiry=60)
+        signed = await url.best_url(pool, gone.media_id, presign=presign, expiry=60)
+        original = await url.best_url(pool, fresh, presign=presign, expiry=60)
     assert (hosted.kind, hosted.url) == ("hosted", local.stored.hosted_url)
     assert hosted.url.startswith("https://media.example.org/images/")
     assert signed.kind == "presigned" and "X-Amz-Signature=" in signed.url
@@ -147,8 +150,8 @@ async def test_url_is_hosted_then_presigned_then_original(
         assert hashlib.sha256(await response.read()).hexdigest() == gone.stored.sha256
     assert (original.kind, original.url) == ("original", "https://pbs.twimg.com/media/X.jpg")
     assert "no local copy" in original.reason and "not archived" in original.reason
-    with pytest.raises(besturl.UnknownMediaError):
-        await besturl.best_url(pool, "med-nope", presign=presign, expiry=60)
+    with pytest.raises(url.UnknownMediaError):
+        await url.best_url(pool, "med-nope", presign=presign, expiry=60)
 
 
 async def test_eviction_honours_the_limit_and_never_evicts_what_is_still_needed(

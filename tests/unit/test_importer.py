@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mediad import importer
-from mediad.importer import Media
+from mediad.commands import importer
+from mediad.commands.importer import Media
 
 MP4_LOW: dict[str, Any] = {
     "bitrate": 256000,

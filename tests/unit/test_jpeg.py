@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from mediad import jpeg
+from mediad.media import jpeg
 from tests import media
 
 

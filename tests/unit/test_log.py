@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mediad import log, probe
+from mediad import log
+from mediad.media import probe
 from tests import media
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mediad import platforms
+from mediad.net import platforms
 
 FB_URL = (
     "https://scontent-lhr8-1.xx.fbcdn.net/v/t39.30808-6/469797436_1234567890_n.jpg"

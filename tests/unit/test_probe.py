@@ -13,7 +13,8 @@ from pathlib import Path
 import av
 import pytest
 
-from mediad import errors, probe
+from mediad import errors
+from mediad.media import probe
 from tests import media
 
 

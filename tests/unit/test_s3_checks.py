@@ -8,7 +8,9 @@ import hashlib
 import pytest
 from botocore import exceptions as boto_errors
 
-from mediad import archive, errors, s3
+from mediad import errors
+from mediad.stages import archive
+from mediad.storage import s3
 
 DATA = b"bytes of a photo" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

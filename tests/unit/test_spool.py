@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mediad.fetch import Spool
-from mediad.store import Store, TempFile
+from mediad.net.fetch import Spool
+from mediad.storage.local import Store, TempFile
 
 
 class Opener:

@@ -18,8 +18,9 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
-from mediad import errors, netguard, platforms
-from mediad.store import TempFile
+from mediad import errors
+from mediad.net import platforms, ssrf
+from mediad.storage.local import TempFile
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -182,7 +183,7 @@ class Fetcher:
         except errors.StageError:
             raise
         except aiohttp.ClientConnectorError as exc:
-            blocked = netguard.blocked_cause(exc)
+            blocked = ssrf.blocked_cause(exc)
             if blocked is not None:
                 raise blocked from None
             raise _transient("connection_error", f"cannot connect: {exc}") from None

@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from mediad import errors, netguard
+from mediad import errors
+from mediad.net import ssrf
 
 REFUSED = [
     "10.0.0.1",
@@ -83,8 +84,8 @@ PUBLIC = [
 @pytest.mark.parametrize("ip", REFUSED)
 def test_check_address_refuses_non_public(ip: str) -> None:
     """Every private, loopback, link-local, multicast, reserved or tunnel address is refused."""
-    with pytest.raises(netguard.BlockedAddressError) as info:
-        netguard.check_address(ip, [])
+    with pytest.raises(ssrf.BlockedAddressError) as info:
+        ssrf.check_address(ip, [])
     assert info.value.error_code == "blocked_address"
     assert info.value.address
 
@@ -92,69 +93,67 @@ def test_check_address_refuses_non_public(ip: str) -> None:
 @pytest.mark.parametrize("ip", PUBLIC)
 def test_check_address_passes_public(ip: str) -> None:
     """Public unicast addresses, IPv4 and IPv6, pass with no allowlist."""
-    netguard.check_address(ip, [])
+    ssrf.check_address(ip, [])
 
 
 def test_check_address_accepts_address_objects() -> None:
     """IPv4Address and IPv6Address objects are checked like their strings."""
-    netguard.check_address(IPv4Address("8.8.8.8"), [])
-    with pytest.raises(netguard.BlockedAddressError):
-        netguard.check_address(IPv6Address("fe80::1%eth0"), [])
+    ssrf.check_address(IPv4Address("8.8.8.8"), [])
+    with pytest.raises(ssrf.BlockedAddressError):
+        ssrf.check_address(IPv6Address("fe80::1%eth0"), [])
 
 
 @pytest.mark.parametrize("ip", ["2130706434", "0x7f.1", "127.1", "017700000002", "", "localhost"])
 def test_check_address_refuses_non_canonical_forms(ip: str) -> None:
     """Legacy numeric forms the kernel would read as 127.x are refused, not guessed at."""
-    with pytest.raises(netguard.BlockedAddressError):
-        netguard.check_address(ip, [])
+    with pytest.raises(ssrf.BlockedAddressError):
+        ssrf.check_address(ip, [])
 
 
 def test_blocked_address_error_is_permanent_fetch_error() -> None:
     """A blocked address is a permanent fetch failure: retrying cannot mend it."""
-    exc = netguard.BlockedAddressError("nope", address="10.0.0.1")
+    exc = ssrf.BlockedAddressError("nope", address="10.0.0.1")
     assert isinstance(exc, errors.PermanentFetchError)
     assert not isinstance(exc, errors.TransientError)
 
 
 def test_allowed_network_lets_its_addresses_through() -> None:
     """127.0.0.1/32 allows 127.0.0.1 and its mapped form, and nothing beside them."""
-    allowed = netguard.parse_networks(["127.0.0.1/32"])
-    netguard.check_address("127.0.0.1", allowed)
-    netguard.check_address("::ffff:127.0.0.1", allowed)
+    allowed = ssrf.parse_networks(["127.0.0.1/32"])
+    ssrf.check_address("127.0.0.1", allowed)
+    ssrf.check_address("::ffff:127.0.0.1", allowed)
     for ip in ("127.0.0.2", "::1", "::ffff:127.0.0.2", "10.0.0.1"):
-        with pytest.raises(netguard.BlockedAddressError):
-            netguard.check_address(ip, allowed)
+        with pytest.raises(ssrf.BlockedAddressError):
+            ssrf.check_address(ip, allowed)
 
 
 def test_allowed_ipv6_network() -> None:
     """An allowed IPv6 range (a ULA) lets its addresses through and no others."""
-    allowed = netguard.parse_networks(["fd00:1234::/32"])
-    netguard.check_address("fd00:1234::5", allowed)
-    with pytest.raises(netguard.BlockedAddressError):
-        netguard.check_address("fd00:9999::5", allowed)
+    allowed = ssrf.parse_networks(["fd00:1234::/32"])
+    ssrf.check_address("fd00:1234::5", allowed)
+    with pytest.raises(ssrf.BlockedAddressError):
+        ssrf.check_address("fd00:9999::5", allowed)
 
 
 def test_allowed_nat64_prefix_still_checks_embedded_ipv4() -> None:
     """Allowing 64:ff9b::/96 opens public IPv4 through NAT64, never a private one."""
-    allowed = netguard.parse_networks(["64:ff9b::/96"])
-    netguard.check_address("64:ff9b::808:808", allowed)
-    with pytest.raises(netguard.BlockedAddressError, match="embeds"):
-        netguard.check_address("64:ff9b::a00:1", allowed)
+    allowed = ssrf.parse_networks(["64:ff9b::/96"])
+    ssrf.check_address("64:ff9b::808:808", allowed)
+    with pytest.raises(ssrf.BlockedAddressError, match="embeds"):
+        ssrf.check_address("64:ff9b::a00:1", allowed)
 
 
 def test_allowed_embedded_ipv4_does_not_open_the_tunnel_range() -> None:
     """Allowing 10.0.0.0/8 does not allow reaching it through 6to4 or NAT64 prefixes."""
-    allowed = netguard.parse_networks(["10.0.0.0/8"])
+    allowed = ssrf.parse_networks(["10.0.0.0/8"])
     for ip in ("2002:a00:1::1", "64:ff9b::a00:1"):
-        with pytest.raises(netguard.BlockedAddressError):
-            netguard.check_address(ip, allowed)
+        with pytest.raises(ssrf.BlockedAddressError):
+            ssrf.check_address(ip, allowed)
 
 
 def test_parse_networks_accepts_cidrs_and_bare_addresses() -> None:
     """CIDRs and bare addresses parse; a mapped IPv6 network becomes its IPv4 network."""
-    nets = netguard.parse_networks(
-        ["10.0.0.0/8", " 192.168.1.7 ", "fd00::/8", "::ffff:127.0.0.0/104"]
-    )
+    nets = ssrf.parse_networks(["10.0.0.0/8", " 192.168.1.7 ", "fd00::/8", "::ffff:127.0.0.0/104"])
     assert [str(n) for n in nets] == ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8", "127.0.0.0/8"]
 
 
@@ -162,7 +161,7 @@ def test_parse_networks_accepts_cidrs_and_bare_addresses() -> None:
 def test_parse_networks_names_the_bad_entry(bad: str) -> None:
     """A bad entry raises ValueError whose message quotes it."""
     with pytest.raises(ValueError, match=repr(bad)[1:-1] or "''"):
-        netguard.parse_networks(["127.0.0.0/8", bad])
+        ssrf.parse_networks(["127.0.0.0/8", bad])
 
 
 def _addr_info(host: str, port: int = 80) -> aiohttp.AddrInfoType:
@@ -173,24 +172,24 @@ def _addr_info(host: str, port: int = 80) -> aiohttp.AddrInfoType:
 @pytest.mark.parametrize("host", ["2130706434", "127.0.0.2", "::1", "::ffff:127.0.0.2"])
 def test_socket_factory_refuses_before_any_socket_exists(host: str) -> None:
     """The factory raises BlockedConnectionError, an OSError carrying the refusal and address."""
-    factory = netguard.guarded_socket_factory(netguard.parse_networks(["127.0.0.1/32"]))
-    with pytest.raises(netguard.BlockedConnectionError) as info:
+    factory = ssrf.guarded_socket_factory(ssrf.parse_networks(["127.0.0.1/32"]))
+    with pytest.raises(ssrf.BlockedConnectionError) as info:
         factory(_addr_info(host))
     assert isinstance(info.value, OSError)
-    assert netguard.blocked_cause(info.value) is info.value.blocked
+    assert ssrf.blocked_cause(info.value) is info.value.blocked
     assert info.value.address == info.value.blocked.address
 
 
 def test_socket_factory_refuses_non_ip_families() -> None:
     """A non-IP family (a Unix socket path) is refused rather than connected."""
-    factory = netguard.guarded_socket_factory([])
-    with pytest.raises(netguard.BlockedConnectionError):
+    factory = ssrf.guarded_socket_factory([])
+    with pytest.raises(ssrf.BlockedConnectionError):
         factory((socket.AF_UNIX, socket.SOCK_STREAM, 0, "", ("/run/docker.sock",)))
 
 
 def test_socket_factory_returns_a_socket_for_allowed_address() -> None:
     """An allowed address gets a fresh unconnected socket of the family asked for."""
-    factory = netguard.guarded_socket_factory(netguard.parse_networks(["127.0.0.1/32"]))
+    factory = ssrf.guarded_socket_factory(ssrf.parse_networks(["127.0.0.1/32"]))
     with factory(_addr_info("127.0.0.1")) as sock:
         assert sock.family == socket.AF_INET
         assert sock.type == socket.SOCK_STREAM
@@ -198,17 +197,17 @@ def test_socket_factory_returns_a_socket_for_allowed_address() -> None:
 
 def test_blocked_cause_walks_chains_and_groups() -> None:
     """blocked_cause finds the refusal through os_error, __cause__, __context__ and groups."""
-    blocked = netguard.BlockedAddressError("no", address="10.0.0.1")
-    conn = netguard.BlockedConnectionError(blocked)
+    blocked = ssrf.BlockedAddressError("no", address="10.0.0.1")
+    conn = ssrf.BlockedConnectionError(blocked)
     try:
         try:
             raise conn
         except OSError as exc:
             raise RuntimeError("wrapped") from exc
     except RuntimeError as wrapped:
-        assert netguard.blocked_cause(wrapped) is blocked
-        assert netguard.blocked_cause(ExceptionGroup("g", [ValueError(), wrapped])) is blocked
-    assert netguard.blocked_cause(ConnectionRefusedError()) is None
+        assert ssrf.blocked_cause(wrapped) is blocked
+        assert ssrf.blocked_cause(ExceptionGroup("g", [ValueError(), wrapped])) is blocked
+    assert ssrf.blocked_cause(ConnectionRefusedError()) is None
 
 
 # --- real requests, loopback only ------------------------------------------------------------
@@ -272,9 +271,7 @@ async def origin() -> AsyncIterator[Origin]:
 
 
 def _guarded_session(allowed: Sequence[str] = ("127.0.0.1/32",)) -> aiohttp.ClientSession:
-    connector = netguard.make_connector(
-        netguard.parse_networks(allowed), limit=10, limit_per_host=4
-    )
+    connector = ssrf.make_connector(ssrf.parse_networks(allowed), limit=10, limit_per_host=4)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10))
 
 
@@ -283,7 +280,7 @@ async def _assert_refused(url: str, origin: Origin) -> None:
     async with _guarded_session() as session:
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await session.get(url)
-    cause = netguard.blocked_cause(info.value)
+    cause = ssrf.blocked_cause(info.value)
     assert cause is not None, info.value
     assert cause.error_code == "blocked_address"
     assert origin.hits == before
@@ -334,7 +331,7 @@ async def test_guarded_get_to_numeric_ipv4_is_refused(origin: Origin) -> None:
         with pytest.raises((aiohttp.InvalidUrlClientError, aiohttp.ClientConnectorError)) as info:
             await session.get(f"http://2130706434:{origin.port}/")
     if isinstance(info.value, aiohttp.ClientConnectorError):
-        assert netguard.blocked_cause(info.value) is not None
+        assert ssrf.blocked_cause(info.value) is not None
     assert origin.hits == []
 
 
@@ -343,7 +340,7 @@ async def test_redirect_to_refused_address_is_refused_at_the_hop(origin: Origin)
     async with _guarded_session() as session:
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await session.get(f"http://127.0.0.1:{origin.port}/redirect")
-    assert netguard.blocked_cause(info.value) is not None
+    assert ssrf.blocked_cause(info.value) is not None
     assert origin.hits == ["/redirect"]
 
 
@@ -373,7 +370,7 @@ class _StaticResolver(AbstractResolver):
 
 
 def _resolving_session(hosts: Sequence[str]) -> aiohttp.ClientSession:
-    factory = netguard.guarded_socket_factory(netguard.parse_networks(["127.0.0.1/32"]))
+    factory = ssrf.guarded_socket_factory(ssrf.parse_networks(["127.0.0.1/32"]))
     connector = aiohttp.TCPConnector(
         resolver=_StaticResolver(hosts), use_dns_cache=False, socket_factory=factory
     )
@@ -387,7 +384,7 @@ async def test_name_resolving_to_refused_addresses_is_refused(origin: Origin) ->
     async with _resolving_session(["127.0.0.2", "::1", "127.0.0.3", "fe80::1"]) as session:
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await session.get(f"http://media.example:{origin.port}/")
-    assert netguard.blocked_cause(info.value) is not None
+    assert ssrf.blocked_cause(info.value) is not None
     assert origin.hits == []
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mediad import errors, store
+from mediad import errors
+from mediad.storage import local as store
 from tests import support
 
 SHA = hashlib.sha256(b"x").hexdigest()
@@ -215,7 +216,7 @@ def test_clean_temp_after_kill_mid_download(s: store.Store) -> None:
     """A temp file left by a process SIGKILLed mid-write is removed by clean_temp at restart."""
     code = (
         "import os, signal, sys\n"
-        "from mediad import store\n"
+        "from mediad.storage import local as store\n"
         "tmp = store.Store(sys.argv[1], '').open_temp()\n"
         "tmp.write(b'x' * 100_000)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"

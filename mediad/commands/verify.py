@@ -21,8 +21,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import archive, errors, keys, queries, s3
-from mediad.store import Store, TempFile
+from mediad import errors, queries
+from mediad.stages import archive
+from mediad.storage import objectkeys, s3
+from mediad.storage.local import Store, TempFile
 
 log = structlog.get_logger(__name__)
 
@@ -242,7 +244,7 @@ class Scrubber:
             )
         self.report.objects_checked += 1
         try:
-            bucket, key = keys.parse_s3_url(url)
+            bucket, key = objectkeys.parse_s3_url(url)
         except ValueError:
             return "not an s3:// URL"
         if self._deep:
@@ -300,7 +302,7 @@ class Scrubber:
         self, group: _Group, target: Path, placement: tuple[str, str], url: str
     ) -> bool:
         assert self._s3 is not None
-        bucket, key = keys.parse_s3_url(url)
+        bucket, key = objectkeys.parse_s3_url(url)
         with self._store.open_temp() as tmp:
 
             async def sink(chunk: bytes) -> None:
@@ -354,7 +356,7 @@ class Scrubber:
     async def _repair_object(self, group: _Group, url: str, good_paths: list[str]) -> bool:
         if self._archiver is None or self._s3 is None or not good_paths:
             return False
-        bucket, key = keys.parse_s3_url(url)
+        bucket, key = objectkeys.parse_s3_url(url)
         if bucket != self._s3.bucket:
             log.warning("repair_refused", archive_url=url, reason="not the configured bucket")
             return False

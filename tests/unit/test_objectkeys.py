@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mediad import config, errors, keys
+from mediad import config, errors
+from mediad.storage import objectkeys
 
 SHA = "ab" + "0" * 62
 VALUES = {
@@ -25,14 +26,14 @@ VALUES = {
 
 def test_default_template_is_content_addressed() -> None:
     """The default key is media/{sha256[:2]}/{sha256}.{ext}, and the same bytes give one key."""
-    template = keys.parse("media/{sha256[:2]}/{sha256}.{ext}")
+    template = objectkeys.parse("media/{sha256[:2]}/{sha256}.{ext}")
     assert template.render(VALUES) == f"media/ab/{SHA}.jpg"
     assert template.content_addressed
 
 
 def test_seed_001_template() -> None:
     """Seed 001's media/{year}/{month}/{media_id}.{ext} works and is keyed by row, not content."""
-    template = keys.parse("media/{year}/{month}/{media_id}.{ext}")
+    template = objectkeys.parse("media/{year}/{month}/{media_id}.{ext}")
     assert template.render(VALUES) == "media/2026/03/med-123.jpg"
     assert not template.content_addressed
 
@@ -56,7 +57,7 @@ def test_seed_001_template() -> None:
 def test_bad_templates_are_refused(template: str, message: str) -> None:
     """Unknown fields, formatting tricks and templates whose keys could collide are refused."""
     with pytest.raises(ValueError, match=message.replace("{", r"\{").replace(".", r"\.")):
-        keys.parse(template)
+        objectkeys.parse(template)
 
 
 def test_config_names_the_key_template(tmp_path: Path) -> None:
@@ -70,21 +71,21 @@ def test_config_names_the_key_template(tmp_path: Path) -> None:
 @pytest.mark.parametrize("media_id", ["../etc", "a/b", "..", "", "x y", "é"])
 def test_unsafe_values_never_enter_a_key(media_id: str) -> None:
     """A media_id that would add a segment or escape the prefix is refused, not cleaned."""
-    template = keys.parse("media/{media_id}.{ext}")
-    with pytest.raises(keys.UnsafeKeyError):
+    template = objectkeys.parse("media/{media_id}.{ext}")
+    with pytest.raises(objectkeys.UnsafeKeyError):
         template.render({**VALUES, "media_id": media_id})
 
 
 def test_a_missing_value_is_refused() -> None:
     """A template field the row has no value for is an error, not an empty segment."""
-    with pytest.raises(keys.UnsafeKeyError, match="post_id"):
-        keys.parse("media/{post_id}/{sha256}").render({**VALUES, "post_id": None})
+    with pytest.raises(objectkeys.UnsafeKeyError, match="post_id"):
+        objectkeys.parse("media/{post_id}/{sha256}").render({**VALUES, "post_id": None})
 
 
 def test_s3_urls_round_trip() -> None:
     """s3://bucket/key splits back into bucket and key; anything else is refused."""
-    url = keys.s3_url("media", f"media/ab/{SHA}.jpg")
-    assert keys.parse_s3_url(url) == ("media", f"media/ab/{SHA}.jpg")
+    url = objectkeys.s3_url("media", f"media/ab/{SHA}.jpg")
+    assert objectkeys.parse_s3_url(url) == ("media", f"media/ab/{SHA}.jpg")
     for bad in ("https://media/x", "s3://media/", "s3://UPPER/x", "s3:/media/x"):
         with pytest.raises(ValueError):
-            keys.parse_s3_url(bad)
+            objectkeys.parse_s3_url(bad)

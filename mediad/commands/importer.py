@@ -22,9 +22,11 @@ from typing import Any
 
 import asyncpg
 
-from mediad import platforms, queries
+from mediad import queries
 
 # Files a directory argument contributes.
+from mediad.net import platforms
+
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 

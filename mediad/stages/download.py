@@ -19,12 +19,14 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from mediad import errors, netguard, platforms, probe
-from mediad.breaker import HostBreaker
+from mediad import errors
 from mediad.config import Config
-from mediad.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
+from mediad.media import probe
+from mediad.net import platforms, ssrf
+from mediad.net.breaker import HostBreaker
+from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
 from mediad.stage import Process, Result, Row, Stage
-from mediad.store import Store, StoredFile, TempFile
+from mediad.storage.local import Store, StoredFile, TempFile
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -66,14 +68,14 @@ def make_stage(config: Config, process: Process) -> Stage:
 async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
     """Open the store and the one HTTP session for the daemon's life."""
     try:
-        allowed = netguard.parse_networks(config.download.allowed_networks)
+        allowed = ssrf.parse_networks(config.download.allowed_networks)
     except ValueError as exc:
         raise errors.ConfigError(f"download.allowed_networks: {exc}") from None
     store = await asyncio.to_thread(Store.from_config, config.storage)
     removed = await asyncio.to_thread(store.clean_temp)
     if removed:
         log.info("temp_files_removed", count=removed)
-    connector = netguard.make_connector(
+    connector = ssrf.make_connector(
         allowed,
         limit=config.download.concurrency,
         limit_per_host=config.download.per_host_concurrency,

@@ -23,9 +23,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import db, errors, keys, queries, s3
+from mediad import db, errors, queries
 from mediad.config import Config
-from mediad.store import KINDS, Store
+from mediad.storage import objectkeys, s3
+from mediad.storage.local import KINDS, Store
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +153,7 @@ async def _object_problem(
     client: s3.S3, copy: dict[str, Any], candidate: asyncpg.Record
 ) -> str | None:
     try:
-        bucket, key = keys.parse_s3_url(copy["url"])
+        bucket, key = objectkeys.parse_s3_url(copy["url"])
     except ValueError:
         return "not an s3:// URL"
     info = await client.head(key, bucket)

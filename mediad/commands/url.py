@@ -12,9 +12,11 @@ from typing import Any
 
 import asyncpg
 
-from mediad import errors, keys, queries, s3
+from mediad import errors, queries
 
 # (bucket, key, seconds) -> a presigned GET URL.
+from mediad.storage import objectkeys, s3
+
 Presign = Callable[[str, str, float], Awaitable[str]]
 
 
@@ -77,7 +79,7 @@ async def choose(
             why.append(f"archived at {archive_url}, but the archive is not configured here")
         else:
             try:
-                bucket, key = keys.parse_s3_url(archive_url)
+                bucket, key = objectkeys.parse_s3_url(archive_url)
                 url = await presign(bucket, key, expiry)
             except (ValueError, s3.S3Error) as exc:
                 why.append(f"archived at {archive_url}, but no URL could be presigned: {exc}")

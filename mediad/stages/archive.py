@@ -19,10 +19,12 @@ from typing import Any
 
 import structlog
 
-from mediad import errors, evict, keys, s3
+from mediad import errors
+from mediad.commands import evict
 from mediad.config import ArchiveConfig, Config
 from mediad.stage import Process, Result, Row, Stage
-from mediad.store import Store
+from mediad.storage import objectkeys, s3
+from mediad.storage.local import Store
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +178,7 @@ class Archiver:
         self._config = config
         self._s3 = client
         self._store = store
-        self._template = keys.parse(config.key_template)
+        self._template = objectkeys.parse(config.key_template)
         self._now = now
         self.health = Health(config.outage_pause, config.outage_pause_max)
 
@@ -211,9 +213,9 @@ class Archiver:
         """The row's key: where it was archived before (in this bucket), else the template's."""
         if row.archive_url:
             with contextlib.suppress(ValueError):
-                bucket, key = keys.parse_s3_url(row.archive_url)
+                bucket, key = objectkeys.parse_s3_url(row.archive_url)
                 if bucket == self._s3.bucket:
-                    keys.check_key(key)
+                    objectkeys.check_key(key)
                     return key
         now = self._now()
         values = {
@@ -230,7 +232,7 @@ class Archiver:
         }
         try:
             return self._template.render(values)
-        except keys.UnsafeKeyError as exc:
+        except objectkeys.UnsafeKeyError as exc:
             raise errors.PermanentError(str(exc), error_code="bad_archive_key") from None
 
     async def upload(self, local: Local, key: str) -> tuple[Archived, bool]:
@@ -374,7 +376,7 @@ class Archiver:
         if gone:
             details["local_file"] = "missing"
         columns = {
-            "archive_url": keys.s3_url(self._s3.bucket, done.key),
+            "archive_url": objectkeys.s3_url(self._s3.bucket, done.key),
             "archive": record,
             "local_file_gone": gone,
         }

@@ -19,7 +19,8 @@ import av
 import filetype
 from PIL import ExifTags, Image, TiffImagePlugin
 
-from mediad import errors, jpeg
+from mediad import errors
+from mediad.media import jpeg
 
 MediaKind = Literal["image", "video", "audio", "document"]
 
