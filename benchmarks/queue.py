@@ -39,9 +39,9 @@ from typing import Any
 import asyncpg
 
 from benchmarks import _common
-from mediad import config, daemon, migrate, stage
+from mediad import config, daemon, migrate, stage, stages
 from mediad.config import Config
-from mediad.stages import download
+from mediad.resources import Resources
 
 # mediad's target against pgqueuer, on the same database server and job shape.
 TARGET_RATIO = 1.5
@@ -134,14 +134,14 @@ def mediad_config(url: str, state_dir: Path, concurrency: int, claim_batch: int)
     )
 
 
-def stage_factory(process: stage.Process) -> daemon.StageFactory:
-    """A download stage running `process` instead of the fetcher."""
+def stage_openers(process: stage.Process) -> dict[str, stage.Opener]:
+    """Only a download stage, running `process` instead of the fetcher."""
 
     @contextlib.asynccontextmanager
-    async def factory(cfg: Config) -> AsyncIterator[stage.Stage | None]:
-        yield download.make_stage(cfg, process)
+    async def opener(resources: Resources) -> AsyncIterator[stage.Stage]:
+        yield stage.Stage.configured(stages.DOWNLOAD, process, resources.config)
 
-    return factory
+    return {"download": opener}
 
 
 async def noop(row: stage.Row) -> stage.Result:
@@ -182,7 +182,7 @@ async def bench_mediad(
     with meter.measure(), _common.timed() as sw:
         if profiler is not None:
             profiler.enable()
-        await daemon.run(cfg, once=True, url=url, factories=[stage_factory(noop)])
+        await daemon.run(cfg, once=True, url=url, openers=stage_openers(noop))
         if profiler is not None:
             profiler.disable()
     wal = await server.wal_bytes() - wal0
@@ -407,9 +407,7 @@ async def bench_latency(
     cfg = mediad_config(url, state_dir, concurrency=16, claim_batch=100)
     assert cfg.daemon.poll_interval == 5.0
     stop = asyncio.Event()
-    runner = asyncio.create_task(
-        daemon.run(cfg, url=url, factories=[stage_factory(record)], stop=stop)
-    )
+    runner = asyncio.create_task(daemon.run(cfg, url=url, openers=stage_openers(record), stop=stop))
     result = Latency()
     try:
         for i in range(warmup + samples):

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from mediad import __version__, config, daemon, db, errors, migrate, queries
+from mediad import __version__, config, daemon, db, errors, migrate, queries, stages
 from mediad import log as logsetup
-from mediad.commands import importer
+from mediad.commands import importer, status
 from mediad.storage.local import Store
 
 # The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing.add_argument("--json", action="store_true")
 
-    status = commands.add_parser("status", help="counts per stage and status, failures by code")
-    status.add_argument("--json", action="store_true")
+    counting = commands.add_parser("status", help="counts per stage and status, failures by code")
+    counting.add_argument("--json", action="store_true")
 
     listing = commands.add_parser("list", help="rows, newest first")
     listing.add_argument("--post-id")
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--failed", action="store_true", help="only failed rows (the default without --media-id)"
     )
-    retry.add_argument("--stage", choices=list(queries.STAGES), default="download")
+    retry.add_argument("--stage", choices=[d.name for d in stages.ALL], default="download")
     retry.add_argument("--media-id")
     retry.add_argument("--error-code")
     retry.add_argument("--post-id")
@@ -210,52 +210,14 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def _status(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
-        counts = await pool.fetch(queries.plain()["stage_counts"])
-        failures = await pool.fetch(queries.plain()["failures_by_code"])
-        report = status_report(counts, failures)
+        report = await status.report(pool)
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            print(_format_status(report))
+            print(status.format_report(report))
         return EXIT_OK
 
     return await _with_pool(cfg, work)
-
-
-def status_report(
-    counts: Sequence[asyncpg.Record], failures: Sequence[asyncpg.Record]
-) -> dict[str, Any]:
-    """The `status` figures as one JSON-ready dict."""
-    stages: dict[str, dict[str, Any]] = {
-        name: {"rows": {}, "due": 0, "leased": 0} for name in queries.STAGES
-    }
-    for record in counts:
-        entry = stages[record["stage"]]
-        entry["rows"][record["status"]] = record["rows"]
-        entry["due"] += record["due"]
-        entry["leased"] += record["leased"]
-    return {
-        "stages": stages,
-        "queue_depth": {name: entry["due"] for name, entry in stages.items()},
-        "failures": [dict(r) for r in failures],
-    }
-
-
-def _format_status(report: dict[str, Any]) -> str:
-    lines = [f"{'stage':<10}{'status':<13}{'rows':>10}"]
-    for name, entry in report["stages"].items():
-        for status, rows in sorted(entry["rows"].items()):
-            lines.append(f"{name:<10}{status:<13}{rows:>10}")
-        lines.append(f"{name:<10}{'(due now)':<13}{entry['due']:>10}")
-        lines.append(f"{name:<10}{'(leased)':<13}{entry['leased']:>10}")
-    lines.append("")
-    if report["failures"]:
-        lines.append("failures by error_code:")
-        for failure in report["failures"]:
-            lines.append(f"  {failure['stage']:<10}{failure['error_code']:<24}{failure['rows']:>8}")
-    else:
-        lines.append("no failures")
-    return "\n".join(lines)
 
 
 def _jsonable(value: Any) -> Any:
@@ -315,7 +277,7 @@ async def _retry(cfg: config.Config, args: argparse.Namespace) -> int:
             # Naming one row means "do it again", whatever became of it (unless in flight).
             statuses = ["failed", "completed", "skipped", "not_started"]
         records = await pool.fetch(
-            queries.for_stage(args.stage)["requeue"],
+            queries.for_stage(stages.named(args.stage))["requeue"],
             statuses,
             args.media_id,
             args.error_code,

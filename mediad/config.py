@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mediad import __version__, errors
+from mediad import __version__, errors, stages
 from mediad.storage import objectkeys
 
 _SIZE_UNITS = {
@@ -386,6 +386,12 @@ def _check(config: Config) -> None:
         raise errors.ConfigError("archive.outage_pause_max: must not be less than outage_pause")
     if config.storage.evict_interval <= 0:
         raise errors.ConfigError("storage.evict_interval: must be more than 0s")
+    for declaration in stages.ALL:
+        if declaration.implementation is None and declaration.enabled(config):
+            raise errors.ConfigError(
+                f"{declaration.name}.enabled: this build of mediad has no {declaration.name}"
+                " stage yet; set it to false"
+            )
 
 
 def find_config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path | None:

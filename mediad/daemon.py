@@ -14,25 +14,26 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
 import structlog
 
-from mediad import db, errors, migrate, pipeline, systemd
+from mediad import db, errors, migrate, queries, stages, systemd
 from mediad.config import Config
 from mediad.pool import StagePool
+from mediad.queries import Registry
 from mediad.queue import StageQueue
+from mediad.resources import Resources
 from mediad.retry import Backoff
-from mediad.stage import Stage
+from mediad.stage import Opener, Stage
 
 log = structlog.get_logger(__name__)
 
-StageFactory = Callable[[Config], AbstractAsyncContextManager[Stage | None]]
-
 NOTIFY_CHANNEL = "mediad"
+# Rows a disabled stage marks skipped per statement, when it sweeps the rows left waiting.
+_SKIP_BATCH = 1000
 
 
 def worker_name(config: Config) -> str:
@@ -46,36 +47,79 @@ async def run(
     *,
     once: bool = False,
     url: str | None = None,
-    factories: Sequence[StageFactory] | None = None,
+    registry: Registry = stages.ALL,
+    openers: Mapping[str, Opener] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run the daemon until stopped (or drained, with `once`)."""
+    """Run the daemon until stopped (or drained, with `once`): every enabled stage of `registry`,
+    or only those `openers` names, each opened by the opener given."""
     if url is None:
         url = await asyncio.to_thread(db.database_url, config)
     stop = stop or asyncio.Event()
     owner = worker_name(config)
-    async with contextlib.AsyncExitStack() as stack:
-        await migrate.migrate_url(url)
-        pool = await db.create_pool(url, max_size=4 + len(factories or pipeline.FACTORIES) * 2)
-        stack.push_async_callback(pool.close)
-        stages = []
-        for factory in factories if factories is not None else pipeline.FACTORIES:
-            stage = await stack.enter_async_context(factory(config))
-            if stage is not None:
-                stages.append(stage)
-        backoff = Backoff(config.daemon.backoff_base, config.daemon.backoff_max)
-        pools = [
-            StagePool(
-                stage,
-                StageQueue(pool, stage, owner, config.daemon.lease),
-                backoff=backoff,
-                claim_batch=config.daemon.claim_batch,
-                poll_interval=config.daemon.poll_interval,
-            )
-            for stage in stages
-        ]
-        stack.enter_context(_signals(stop))
-        await _supervise(config, url, owner, pools, stop, once)
+    disabled = stages.disabled(config, registry)
+    if openers is None:
+        openers = {d.name: stages.opener(d) for d in registry if d.name not in disabled}
+    running = [stages.named(name, registry) for name in openers]
+    await migrate.migrate_url(url, registry)
+    pool_size = 4 + 2 * len(running)
+    async with Resources.open(config, url, owner, pool_size) as resources:
+        await _skip_waiting(resources, registry, disabled)
+        pools = []
+        async with contextlib.AsyncExitStack() as stack:
+            for declaration in running:
+                stage = await stack.enter_async_context(openers[declaration.name](resources))
+                queue = StageQueue(
+                    resources.pool,
+                    stage,
+                    owner,
+                    config.daemon.lease,
+                    registry=registry,
+                    disabled=disabled,
+                )
+                pools.append(_pool(config, stage, queue))
+            await stack.enter_async_context(_evictor(resources))
+            stack.enter_context(_signals(stop))
+            await _supervise(config, url, owner, pools, stop, once)
+
+
+def _pool(config: Config, stage: Stage, queue: StageQueue) -> StagePool:
+    return StagePool(
+        stage,
+        queue,
+        backoff=Backoff(config.daemon.backoff_base, config.daemon.backoff_max),
+        claim_batch=config.daemon.claim_batch,
+        poll_interval=config.daemon.poll_interval,
+    )
+
+
+async def _skip_waiting(resources: Resources, registry: Registry, disabled: frozenset[str]) -> None:
+    """A disabled stage's rows left waiting from before it was disabled are marked skipped (the
+    completions that open a disabled stage skip the rows that come later)."""
+    for declaration in registry:
+        if declaration.name not in disabled:
+            continue
+        sql = queries.for_stage(declaration, tuple(registry), disabled)["skip_waiting"]
+        skipped = 0
+        while batch := await resources.pool.fetch(sql, _SKIP_BATCH, declaration.disabled_reason):
+            skipped += len(batch)
+        if skipped:
+            log.info("rows_skipped", stage=declaration.name, rows=skipped,
+                     reason=declaration.disabled_reason)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _evictor(resources: Resources) -> AsyncIterator[None]:
+    """With storage.max_cache_size set, the daemon evicts archived files by itself."""
+    limit = resources.config.storage.max_cache_size
+    if limit is None or not resources.config.archive.enabled:
+        yield
+        return
+    # Imported only when evicting: it brings the S3 client's libraries.
+    from mediad.commands import evict
+
+    async with evict.in_daemon(resources, limit):
+        yield
 
 
 async def _supervise(

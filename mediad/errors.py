@@ -71,6 +71,13 @@ class DeferredError(StageError):
         self.delay = delay
 
 
+class SkipRowError(StageError):
+    """The stage has no work for this row (a kind of media it does not handle): `skipped`, with
+    the message as the reason."""
+
+    error_code = "skipped"
+
+
 # Fetch errors: the taxonomy of issue 3 lives beside the fetcher, built on these roots.
 class FetchError(StageError):
     """Root of the download stage's errors."""

@@ -1,14 +1,16 @@
-"""Applies the numbered migrations once each, under an advisory lock so hosts can race safely."""
+"""Applies the numbered migrations once each, then (re)installs what derives from the stage
+declarations (the wake-up trigger), all under an advisory lock so hosts can race safely."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from mediad import db, queries
+from mediad import db, queries, stages
+from mediad.queries import Registry
 
 log = structlog.get_logger(__name__)
 
@@ -16,7 +18,14 @@ log = structlog.get_logger(__name__)
 _LOCK_KEY = 0x6D65646961640001
 
 
-async def migrate(conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> list[str]:
+# The stubs' generics, not the runtime classes'.
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
+
+# The objects built from the stage declarations, in the order they are installed.
+_DERIVED = ("notify_function", "notify_trigger")
+
+
+async def migrate(conn: Connection, registry: Registry = stages.ALL) -> list[str]:
     """Apply what is missing; return the names applied now (empty when up to date)."""
     applied_now: list[str] = []
     plain = queries.plain()
@@ -32,16 +41,32 @@ async def migrate(conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> l
                 await conn.execute(plain["migration_record"], migration.version, migration.name)
             applied_now.append(f"{migration.version:04d}_{migration.name}")
             log.info("migration_applied", migration=applied_now[-1])
+        await _install_derived(conn, registry)
     finally:
         await conn.execute(plain["migration_unlock"], _LOCK_KEY)
     return applied_now
 
 
-async def migrate_url(url: str) -> list[str]:
+async def _install_derived(conn: Connection, registry: Registry) -> None:
+    """Install the declarations' trigger where it differs from what is there: replacing a
+    trigger locks the table, so an unchanged one is left alone."""
+    sql = queries.plain(registry)
+    await conn.execute(sql["derived_table"])
+    installed = {r["name"]: r["definition"] for r in await conn.fetch(sql["derived_definitions"])}
+    changed = [name for name in _DERIVED if installed.get(name) != sql[name]]
+    if changed:
+        async with conn.transaction():
+            for name in _DERIVED:
+                await conn.execute(sql[name])
+                await conn.execute(sql["derived_record"], name, sql[name])
+        log.info("stage_triggers_installed", stages=[d.name for d in registry])
+
+
+async def migrate_url(url: str, registry: Registry = stages.ALL) -> list[str]:
     """Migrate the database at `url` on a connection of its own, free of statement timeouts
     (adopting a large existing table takes a while)."""
     conn = await db.connect(url)
     try:
-        return await migrate(conn)
+        return await migrate(conn, registry)
     finally:
         await conn.close()

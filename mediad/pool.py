@@ -15,7 +15,16 @@ import asyncpg
 import structlog
 
 from mediad import errors
-from mediad.queue import Completed, Deferred, Failed, Outcome, Released, Retry, StageQueue
+from mediad.queue import (
+    Completed,
+    Deferred,
+    Failed,
+    Outcome,
+    Released,
+    Retry,
+    Skipped,
+    StageQueue,
+)  # fmt: skip
 from mediad.retry import Backoff
 from mediad.stage import Row, Stage
 
@@ -41,6 +50,7 @@ class PoolStats:
     completed: int = 0
     retried: int = 0
     failed: int = 0
+    skipped: int = 0
     released: int = 0
     lost: int = 0
 
@@ -167,6 +177,8 @@ class StagePool:
     async def _outcome(self, row: Row) -> Outcome:
         try:
             result = await self.stage.process(row)
+        except errors.SkipRowError as exc:
+            return Skipped(row, str(exc))
         except errors.StagePausedError as exc:
             self.pause(exc.pause_for, f"{exc.error_code}: {exc}")
             return Released(row, reason=exc.error_code)
@@ -184,6 +196,12 @@ class StagePool:
             # A bug must not take the daemon down; retrying bounds the damage to max_attempts.
             self._log.exception("row_crashed")
             return self._retry_or_fail(row, "internal_error", f"{type(exc).__name__}: {exc}", None)
+        undeclared = set(result.columns) - set(self.stage.declaration.columns)
+        if undeclared:
+            # A bug in the stage: its declaration says which columns it may write.
+            self._log.error("undeclared_columns", columns=sorted(undeclared))
+            error = f"the {self.stage.name} stage wrote undeclared columns {sorted(undeclared)}"
+            return self._retry_or_fail(row, "internal_error", error, None)
         return Completed(row, result)
 
     def _retry_or_fail(
@@ -250,6 +268,8 @@ class StagePool:
                 self.stats.retried += 1
             elif isinstance(outcome, Failed):
                 self.stats.failed += 1
+            elif isinstance(outcome, Skipped):
+                self.stats.skipped += 1
             else:
                 self.stats.released += 1
             job = self._jobs.get(media_id)

@@ -1,7 +1,10 @@
-"""Loads the named SQL blocks of `sql/queries.sql` and the numbered migrations.
+"""Loads the named SQL blocks of `sql/queries.sql` and the numbered migrations, and fills in the
+templates from the stage declarations.
 
-A block starts with `-- name --` and a one-line description; blocks after the
-`-- stage queries --` marker are templates expanded for each stage from STAGES.
+A block starts with `-- name --` and a one-line description. Blocks after `-- stage queries --`
+are one stage's statements; those after `-- fragments --` are the per-stage pieces that
+statements over every stage join together; those after `-- plain queries --` stand alone, and
+the ones holding a `{token}` get it from every declared stage.
 """
 
 from __future__ import annotations
@@ -9,35 +12,16 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mediad import stages
+from mediad.stage import Declaration
+
 _BLOCK = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
-_TOKEN = re.compile(r"\{(stage|status|started_event|failed_event|released_event)\}")
+_TOKEN = re.compile(r"\{([a-z_]+)\}")
 
-
-@dataclass(frozen=True)
-class StageNames:
-    """The columns and event names of one stage, as the table and the event log spell them."""
-
-    stage: str
-    status: str
-    started_event: str
-    failed_event: str
-    released_event: str
-
-
-STAGES: dict[str, StageNames] = {
-    "download": StageNames(
-        "download", "download_status", "download_started", "download_failed", "download_released"
-    ),
-    "archive": StageNames(
-        "archive", "archive_status", "archive_started", "archive_failed", "archive_released"
-    ),
-    "analysis": StageNames(
-        "analysis", "ai_analysis_status",
-        "ai_analysis_started", "ai_analysis_failed", "ai_analysis_released",
-    ),
-}  # fmt: skip
+Registry = Sequence[Declaration]
 
 
 def _read(name: str) -> str:
@@ -60,27 +44,119 @@ def parse_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-def _split_templates(text: str) -> tuple[dict[str, str], dict[str, str]]:
-    stage_part, _, plain_part = text.partition("-- plain queries --")
+@dataclass(frozen=True)
+class _Sections:
+    stage: dict[str, str]
+    fragments: dict[str, str]
+    plain: dict[str, str]
+
+
+@functools.cache
+def _sections() -> _Sections:
+    text = _read("queries.sql")
+    head, _, plain_part = text.partition("-- plain queries --")
+    stage_part, _, fragment_part = head.partition("-- fragments --")
     _, _, stage_part = stage_part.partition("-- stage queries --")
-    return parse_blocks(stage_part), parse_blocks(plain_part)
+    return _Sections(
+        parse_blocks(stage_part), parse_blocks(fragment_part), parse_blocks(plain_part)
+    )
 
 
-@functools.cache
-def plain() -> dict[str, str]:
-    """The plain (stage-independent) queries."""
-    return _split_templates(_read("queries.sql"))[1]
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """`template` with each `{token}` replaced; a token without a value is a bug, said at once."""
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise KeyError(f"no value for {{{match.group(1)}}} in {template[:60]!r}")
+        return values[match.group(1)]
+
+    return _TOKEN.sub(value, template)
 
 
-@functools.cache
-def for_stage(stage: str) -> dict[str, str]:
-    """The stage templates filled in for `stage`."""
-    names = STAGES[stage]
-    templates = _split_templates(_read("queries.sql"))[0]
+def _names(declaration: Declaration) -> dict[str, str]:
+    """A stage's own tokens: its name, status column and event names."""
     return {
-        name: _TOKEN.sub(lambda m: str(getattr(names, m.group(1))), body)
-        for name, body in templates.items()
+        "stage": declaration.name,
+        "status": declaration.status_column,
+        "completed_event": declaration.completed_event,
+        "disabled_reason": declaration.disabled_reason,
+        **{f"{what}_event": declaration.event(what) for what in _EVENTS},
     }
+
+
+_EVENTS = ("started", "failed", "released", "deferred", "skipped")
+
+
+def _fragment(name: str, declaration: Declaration, **extra: str) -> str:
+    return fill(_sections().fragments[name], {**_names(declaration), **extra})
+
+
+def _opened_by(declaration: Declaration, registry: Registry) -> list[tuple[Declaration, str]]:
+    """The stages a completion of `declaration` may open, each with the SQL (" AND ...") saying
+    that its other prerequisites are done."""
+    opened = []
+    for later in registry:
+        if declaration.name in later.waits_for:
+            others = "".join(
+                f" AND p.{stages.named(name, registry).status_column} = 'completed'"
+                for name in later.waits_for
+                if name != declaration.name
+            )
+            opened.append((later, others))
+    return opened
+
+
+@functools.cache
+def for_stage(
+    declaration: Declaration,
+    registry: Registry = stages.ALL,
+    disabled: frozenset[str] = frozenset(),
+) -> dict[str, str]:
+    """The statements of one stage of `registry`; completions skip the `disabled` stages they
+    open."""
+    skipped = [(s, ready) for s, ready in _opened_by(declaration, registry) if s.name in disabled]
+    columns = [_fragment("result_column", declaration, column=c) for c in declaration.columns]
+    if declaration.completed_at is not None:
+        columns.append(f"{declaration.completed_at} = now()")
+    columns += [_fragment("skip_opened", s, ready=ready) for s, ready in skipped]
+    values = {
+        **_names(declaration),
+        "due": _fragment("due", declaration),
+        "returning": "".join(f", p.{name}" for name in declaration.fields),
+        "completion_columns": "".join(f"\n    {c}," for c in columns),
+        "trouble_elsewhere": " OR ".join(
+            _fragment("in_trouble", other) for other in registry if other is not declaration
+        )
+        or "false",
+        "skip_events": "".join(
+            "\n        || " + _fragment("skip_opened_event", s, ready=ready) for s, ready in skipped
+        ),
+    }
+    return {name: fill(body, values) for name, body in _sections().stage.items()}
+
+
+@functools.cache
+def plain(registry: Registry = stages.ALL) -> dict[str, str]:
+    """The queries that stand alone, those over every stage assembled from `registry`."""
+    evicting = [d for d in registry if d.evictable_when]
+    values = {
+        "counts_rows": ",\n    ".join(
+            _fragment("counts_row", d, due=_fragment("due", d)) for d in registry
+        ),
+        "failure_rows": ", ".join(f"('{d.name}', {d.status_column})" for d in registry),
+        "evictable": " AND ".join(
+            _fragment(
+                "evictable", d, evictable_statuses=", ".join(f"'{s}'" for s in d.evictable_when)
+            )
+            for d in evicting
+        ),
+        "notify_checks": "\n    ".join(_fragment("notify_check", d) for d in registry),
+        "status_columns": ", ".join(d.status_column for d in registry),
+        "notify_when": " OR ".join(
+            f"(NEW.{d.name}_queued AND NEW.{d.status_column} = 'not_started')" for d in registry
+        ),
+    }
+    return {name: fill(body, values) for name, body in _sections().plain.items()}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from typing import Any
 
 import asyncpg
 
-from mediad import events, queries
+from mediad import events, queries, stages
+from mediad.queries import Registry
 from mediad.stage import Result, Row, Stage
 
 
@@ -46,22 +47,37 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    row: Row
+    reason: str
+
+
+@dataclass(frozen=True)
 class Released:
     row: Row
     reason: str
 
 
-Outcome = Completed | Retry | Deferred | Failed | Released
+Outcome = Completed | Retry | Deferred | Failed | Skipped | Released
 
 
 class StageQueue:
     """One stage's claim and finish statements, bound to this worker's lease owner name."""
 
-    def __init__(self, pool: asyncpg.Pool[Any], stage: Stage, owner: str, lease: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        stage: Stage,
+        owner: str,
+        lease: float,
+        *,
+        registry: Registry = stages.ALL,
+        disabled: frozenset[str] = frozenset(),
+    ) -> None:
         self._pool = pool
         self._stage = stage
-        self._sql = queries.for_stage(stage.name)
-        self._complete_sql = queries.plain()[stage.complete_query]
+        # Completions skip the `disabled` stages they open.
+        self._sql = queries.for_stage(stage.declaration, tuple(registry), disabled)
         self.owner = owner
         self.lease = lease
 
@@ -96,16 +112,17 @@ class StageQueue:
         retries = [o for o in outcomes if isinstance(o, Retry)]
         deferrals = [o for o in outcomes if isinstance(o, Deferred)]
         failures = [o for o in outcomes if isinstance(o, Failed)]
+        skips = [o for o in outcomes if isinstance(o, Skipped)]
         releases = [o for o in outcomes if isinstance(o, Released)]
         if completed:
             written |= await self._write(
-                self._complete_sql,
+                self._sql["complete"],
                 [o.row.media_id for o in completed],
                 [o.row.attempt for o in completed],
                 [dict(o.result.columns) for o in completed],
                 [events.clean_details(o.result.details) for o in completed],
+                [dict(o.result.metadata) for o in completed],
                 self.owner,
-                *self._stage.complete_params,
             )
         if retries:
             written |= await self._write(
@@ -134,6 +151,14 @@ class StageQueue:
                 [o.row.attempt for o in failures],
                 [o.error_code for o in failures],
                 [events.redact_text(o.error) for o in failures],
+                self.owner,
+            )
+        if skips:
+            written |= await self._write(
+                self._sql["skip"],
+                [o.row.media_id for o in skips],
+                [o.row.attempt for o in skips],
+                [o.reason for o in skips],
                 self.owner,
             )
         for reason in sorted({o.reason for o in releases}):

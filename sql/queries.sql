@@ -1,22 +1,20 @@
--- Every query mediad runs, as named blocks. Blocks under "stage queries" are templates:
--- {stage}, {status} and the {*_event} names are filled in for each stage by
--- mediad/sql.py from a fixed table, never from input.
+-- Every query mediad runs, as named blocks. Blocks under "stage queries" are templates
+-- filled in for each stage from its declaration (mediad/stage.py), never from input: {stage},
+-- {status}, the {*_event} names, and the pieces under "fragments" ({due}, ...), which
+-- mediad/queries.py assembles from the declarations. Blocks under "plain queries" that hold a
+-- {token} are assembled the same way from every declared stage.
 
 -- stage queries --
 
 -- claim --
--- Lease a batch of due rows of one stage (queued and due, or leased by a worker whose lease
--- lapsed), closest to URL expiry first, then oldest; count the attempt and log its start.
--- A stage that reads the local file passes its storage node ($4) and takes only the rows
--- stored there (or stored before rows recorded their node); the download stage passes NULL.
+-- Lease a batch of due rows of one stage, closest to URL expiry first, then oldest; count the
+-- attempt and log its start. A stage that reads the local file passes its storage node ($4)
+-- and takes only the rows stored there (or stored before rows recorded their node); others
+-- pass NULL.
 WITH due AS MATERIALIZED (
     SELECT media_id
     FROM post_media
-    WHERE {stage}_queued
-      AND CASE {status}
-          WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
-          ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
-      END
+    WHERE {due}
       AND ($4::text IS NULL OR storage_node IS NULL OR storage_node = $4)
     ORDER BY url_expires_at, created_at, media_id
     LIMIT $2
@@ -36,9 +34,7 @@ SET {status} = 'started',
             'reclaimed_from', CASE WHEN p.{status} = 'started' THEN p.{stage}_lease_owner END)))
 FROM due
 WHERE p.media_id = due.media_id
-RETURNING p.media_id, p.post_id, p.platform, p.media_type, p.media_url, p.variants,
-    p.url_expires_at, p.{stage}_attempts AS attempt, p.local_file_path, p.md5_sum,
-    p.sha256_sum, p.file_size, p.mime_type, p.archive_url;
+RETURNING p.media_id, p.{stage}_attempts AS attempt{returning};
 
 -- heartbeat --
 -- Extend the leases this worker still holds; the rows not returned were lost to another worker.
@@ -49,6 +45,32 @@ FROM unnest($1::text[], $2::integer[]) AS h(media_id, attempt)
 WHERE p.media_id = h.media_id
   AND p.{status} = 'started'
   AND p.{stage}_lease_owner = $4
+  AND p.{stage}_attempts = h.attempt
+RETURNING p.media_id;
+
+-- complete --
+-- Record finished rows (fenced on the lease): the declared columns their results hold (a
+-- column a result leaves out keeps its value), keys merged into metadata, and the stages the
+-- completion opens marked skipped where they are disabled. An older error is cleared unless
+-- another stage of the row failed or waits for a retry.
+UPDATE post_media AS p
+SET {status} = 'completed',
+    updated_at = now(),
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = NULL,{completion_columns}
+    metadata = CASE WHEN h.metadata = '{}'::jsonb THEN p.metadata
+        ELSE coalesce(p.metadata, '{}'::jsonb) || h.metadata END,
+    error_code = CASE WHEN {trouble_elsewhere} THEN p.error_code END,
+    last_error = CASE WHEN {trouble_elsewhere} THEN p.last_error END,
+    ai_analysis_log = p.ai_analysis_log
+        || mediad_event('{completed_event}', 'success', h.details){skip_events}
+FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[], $5::jsonb[])
+    AS h(media_id, attempt, result, details, metadata)
+CROSS JOIN LATERAL jsonb_populate_record(NULL::post_media, h.result) AS x
+WHERE p.media_id = h.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $6
   AND p.{stage}_attempts = h.attempt
 RETURNING p.media_id;
 
@@ -78,24 +100,23 @@ SET {status} = 'not_started',
     updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
-    {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
-    error_code = r.error_code,
-    last_error = r.error,
+    {stage}_next_attempt_at = now() + make_interval(secs => h.delay),
+    error_code = h.error_code,
+    last_error = h.error,
     ai_analysis_log = p.ai_analysis_log || mediad_event('retry_scheduled', 'failure',
         jsonb_build_object(
             'stage', '{stage}',
-            'attempt', r.attempt,
-            'error_code', r.error_code,
-            'error', r.error,
-            'retry_in_seconds', round(r.delay::numeric, 3),
-            'next_attempt_at', to_char((now() + make_interval(secs => r.delay)) AT TIME ZONE 'UTC',
-                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')))
+            'attempt', h.attempt,
+            'error_code', h.error_code,
+            'error', h.error,
+            'retry_in_seconds', round(h.delay::numeric, 3),
+            'next_attempt_at', mediad_timestamp(now() + make_interval(secs => h.delay))))
 FROM unnest($1::text[], $2::integer[], $3::double precision[], $4::text[], $5::text[])
-    AS r(media_id, attempt, delay, error_code, error)
-WHERE p.media_id = r.media_id
+    AS h(media_id, attempt, delay, error_code, error)
+WHERE p.media_id = h.media_id
   AND p.{status} = 'started'
   AND p.{stage}_lease_owner = $6
-  AND p.{stage}_attempts = r.attempt
+  AND p.{stage}_attempts = h.attempt
 RETURNING p.media_id;
 
 -- defer --
@@ -106,17 +127,17 @@ SET {status} = 'not_started',
     updated_at = now(),
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
-    {stage}_next_attempt_at = now() + make_interval(secs => r.delay),
+    {stage}_next_attempt_at = now() + make_interval(secs => h.delay),
     {stage}_attempts = greatest(p.{stage}_attempts - 1, 0),
-    ai_analysis_log = p.ai_analysis_log || mediad_event('{stage}_deferred', 'info',
-        jsonb_build_object('reason', r.error_code, 'error', r.error,
-            'retry_in_seconds', round(r.delay::numeric, 3)))
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{deferred_event}', 'info',
+        jsonb_build_object('reason', h.error_code, 'error', h.error,
+            'retry_in_seconds', round(h.delay::numeric, 3)))
 FROM unnest($1::text[], $2::integer[], $3::double precision[], $4::text[], $5::text[])
-    AS r(media_id, attempt, delay, error_code, error)
-WHERE p.media_id = r.media_id
+    AS h(media_id, attempt, delay, error_code, error)
+WHERE p.media_id = h.media_id
   AND p.{status} = 'started'
   AND p.{stage}_lease_owner = $6
-  AND p.{stage}_attempts = r.attempt
+  AND p.{stage}_attempts = h.attempt
 RETURNING p.media_id;
 
 -- fail --
@@ -127,16 +148,54 @@ SET {status} = 'failed',
     {stage}_lease_owner = NULL,
     {stage}_lease_expires_at = NULL,
     {stage}_next_attempt_at = NULL,
-    error_code = r.error_code,
-    last_error = r.error,
+    error_code = h.error_code,
+    last_error = h.error,
     ai_analysis_log = p.ai_analysis_log || mediad_event('{failed_event}', 'failure',
-        jsonb_build_object('attempt', r.attempt, 'error_code', r.error_code, 'error', r.error))
+        jsonb_build_object('attempt', h.attempt, 'error_code', h.error_code, 'error', h.error))
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[])
-    AS r(media_id, attempt, error_code, error)
-WHERE p.media_id = r.media_id
+    AS h(media_id, attempt, error_code, error)
+WHERE p.media_id = h.media_id
   AND p.{status} = 'started'
   AND p.{stage}_lease_owner = $5
-  AND p.{stage}_attempts = r.attempt
+  AND p.{stage}_attempts = h.attempt
+RETURNING p.media_id;
+
+-- skip --
+-- Rows the stage itself has no work for (a kind of media it does not handle): skipped, with
+-- the reason in the event.
+UPDATE post_media AS p
+SET {status} = 'skipped',
+    updated_at = now(),
+    {stage}_lease_owner = NULL,
+    {stage}_lease_expires_at = NULL,
+    {stage}_next_attempt_at = NULL,
+    ai_analysis_log = p.ai_analysis_log || mediad_event('{skipped_event}', 'info',
+        jsonb_build_object('reason', h.reason))
+FROM unnest($1::text[], $2::integer[], $3::text[]) AS h(media_id, attempt, reason)
+WHERE p.media_id = h.media_id
+  AND p.{status} = 'started'
+  AND p.{stage}_lease_owner = $4
+  AND p.{stage}_attempts = h.attempt
+RETURNING p.media_id;
+
+-- skip_waiting --
+-- A disabled stage: mark up to $1 of the rows waiting for it skipped (queued before it was
+-- disabled; later ones are skipped by the completion that opens them).
+WITH waiting AS MATERIALIZED (
+    SELECT media_id
+    FROM post_media
+    WHERE {stage}_queued AND {status} = 'not_started'
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE post_media AS p
+SET {status} = 'skipped',
+    updated_at = now(),
+    {stage}_next_attempt_at = NULL,
+    ai_analysis_log = p.ai_analysis_log
+        || mediad_event('{skipped_event}', 'info', jsonb_build_object('reason', $2::text))
+FROM waiting
+WHERE p.media_id = waiting.media_id
 RETURNING p.media_id;
 
 -- count_due --
@@ -144,11 +203,7 @@ RETURNING p.media_id;
 -- --once stops when all are zero.
 SELECT count(*)
 FROM post_media
-WHERE {stage}_queued
-  AND CASE {status}
-      WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
-      ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
-  END
+WHERE {due}
   AND ($1::text IS NULL OR storage_node IS NULL OR storage_node = $1);
 
 -- requeue --
@@ -169,51 +224,86 @@ WHERE p.{status} = ANY($1::text[])
   AND p.{status} <> 'started'
 RETURNING p.media_id;
 
+-- fragments --
+
+-- due --
+-- A row a claim may take: queued and due, or leased by a worker whose lease lapsed.
+{stage}_queued
+      AND CASE {status}
+          WHEN 'not_started' THEN {stage}_next_attempt_at IS NULL OR {stage}_next_attempt_at <= now()
+          ELSE {stage}_lease_expires_at IS NULL OR {stage}_lease_expires_at <= now()
+      END
+
+-- result_column --
+-- A column a completion writes when its result holds it.
+{column} = CASE WHEN h.result ? '{column}' THEN x.{column} ELSE p.{column} END
+
+-- in_trouble --
+-- This stage of the row failed, or waits for a retry.
+p.{status} = 'failed' OR p.{stage}_next_attempt_at IS NOT NULL
+
+-- skip_opened --
+-- A disabled stage this completion opens (once its other prerequisites, {ready}, are done) is
+-- skipped.
+{status} = CASE WHEN p.{status} = 'not_started'{ready} THEN 'skipped' ELSE p.{status} END
+
+-- skip_opened_event --
+-- ... and says why.
+CASE WHEN p.{status} = 'not_started'{ready}
+    THEN mediad_event('{skipped_event}', 'info', jsonb_build_object('reason', '{disabled_reason}'))
+    ELSE '[]' END
+
+-- counts_row --
+-- One stage's entry in stage_counts: its name, status, whether due now, whether leased.
+('{stage}', {status}, {due}, {status} = 'started' AND {stage}_lease_expires_at > now())
+
+-- evictable --
+-- This stage lets a local file go.
+{status} IN ({evictable_statuses})
+
+-- notify_check --
+-- The row just became due for this stage: wake its pools.
+IF NEW.{stage}_queued AND NEW.{status} = 'not_started'
+       AND (TG_OP = 'INSERT' OR NOT OLD.{stage}_queued OR OLD.{status} <> 'not_started') THEN
+        PERFORM pg_notify('mediad', '{stage}');
+    END IF;
+
 -- plain queries --
 
--- complete_download --
--- Record finished downloads (fenced on the lease), stored on node $8, and open the archive and
--- analysis stages, or mark them skipped where they are disabled.
-UPDATE post_media AS p
-SET download_status = 'completed',
-    updated_at = now(),
-    download_lease_owner = NULL,
-    download_lease_expires_at = NULL,
-    download_next_attempt_at = NULL,
-    error_code = NULL,
-    last_error = NULL,
-    local_file_path = x.local_file_path,
-    hosted_url = x.hosted_url,
-    md5_sum = x.md5_sum,
-    sha256_sum = x.sha256_sum,
-    file_size = x.file_size,
-    mime_type = x.mime_type,
-    width = x.width,
-    height = x.height,
-    duration_seconds = x.duration_seconds,
-    metadata = x.metadata,
-    url_expires_at = COALESCE(p.url_expires_at, x.url_expires_at),
-    downloaded_at = now(),
-    storage_node = $8,
-    archive_status = CASE WHEN $6 AND p.archive_status = 'not_started'
-        THEN 'skipped' ELSE p.archive_status END,
-    ai_analysis_status = CASE WHEN $7 AND p.ai_analysis_status = 'not_started'
-        THEN 'skipped' ELSE p.ai_analysis_status END,
-    ai_analysis_log = p.ai_analysis_log
-        || mediad_event('media_downloaded', 'success', r.details)
-        || CASE WHEN $6 AND p.archive_status = 'not_started'
-           THEN mediad_event('archive_skipped', 'info', '{"reason": "archive.enabled is false"}')
-           ELSE '[]' END
-        || CASE WHEN $7 AND p.ai_analysis_status = 'not_started'
-           THEN mediad_event('ai_analysis_skipped', 'info', '{"reason": "analysis.enabled is false"}')
-           ELSE '[]' END
-FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[]) AS r(media_id, attempt, result, details)
-CROSS JOIN LATERAL jsonb_populate_record(NULL::post_media, r.result) AS x
-WHERE p.media_id = r.media_id
-  AND p.download_status = 'started'
-  AND p.download_lease_owner = $5
-  AND p.download_attempts = r.attempt
-RETURNING p.media_id;
+-- notify_function --
+-- Wakes idle pools when a row becomes due for a stage (inserted, re-queued, or its last
+-- prerequisite done); (re)installed by every migrate from the stage declarations.
+CREATE OR REPLACE FUNCTION mediad_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    {notify_checks}
+    RETURN NULL;
+END
+$$;
+
+-- notify_trigger --
+-- The WHEN clause keeps the function out of the hot path: claims and most completions do
+-- not make a row due anywhere.
+DROP TRIGGER IF EXISTS mediad_notify ON post_media;
+CREATE TRIGGER mediad_notify AFTER INSERT OR UPDATE OF {status_columns}
+    ON post_media FOR EACH ROW
+    WHEN ({notify_when})
+    EXECUTE FUNCTION mediad_notify();
+
+-- derived_table --
+-- The schema objects derived from the stage declarations, as last installed.
+CREATE TABLE IF NOT EXISTS mediad_derived (
+    name text PRIMARY KEY,
+    definition text NOT NULL
+);
+
+-- derived_definitions --
+-- What is installed now.
+SELECT name, definition FROM mediad_derived;
+
+-- derived_record --
+-- Remember what was installed.
+INSERT INTO mediad_derived (name, definition) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition;
 
 -- stage_counts --
 -- Rows per stage and status, with how many are due now and how many are leased.
@@ -222,17 +312,7 @@ SELECT stage, status, count(*) AS rows,
     count(*) FILTER (WHERE leased) AS leased
 FROM post_media,
 LATERAL (VALUES
-    ('download', download_status,
-        download_status = 'not_started' AND coalesce(download_next_attempt_at <= now(), true),
-        download_status = 'started' AND download_lease_expires_at > now()),
-    ('archive', archive_status,
-        archive_status = 'not_started' AND download_status = 'completed'
-            AND coalesce(archive_next_attempt_at <= now(), true),
-        archive_status = 'started' AND archive_lease_expires_at > now()),
-    ('analysis', ai_analysis_status,
-        ai_analysis_status = 'not_started' AND download_status = 'completed'
-            AND coalesce(analysis_next_attempt_at <= now(), true),
-        ai_analysis_status = 'started' AND analysis_lease_expires_at > now())
+    {counts_rows}
 ) AS s(stage, status, due, leased)
 GROUP BY stage, status
 ORDER BY stage, status;
@@ -241,8 +321,7 @@ ORDER BY stage, status;
 -- Failed rows per stage and error_code, most frequent first.
 SELECT stage, coalesce(error_code, 'unknown') AS error_code, count(*) AS rows
 FROM post_media,
-LATERAL (VALUES ('download', download_status), ('archive', archive_status),
-    ('analysis', ai_analysis_status)) AS s(stage, status)
+LATERAL (VALUES {failure_rows}) AS s(stage, status)
 WHERE status = 'failed'
 GROUP BY stage, error_code
 ORDER BY rows DESC, stage, error_code;
@@ -307,39 +386,9 @@ SELECT version FROM mediad_migrations;
 -- Record one applied migration.
 INSERT INTO mediad_migrations (version, name) VALUES ($1, $2);
 
--- complete_archive --
--- Record verified uploads (fenced on the lease): the object's URL, how it was verified (under
--- metadata.archive), and a local file found missing; an older archive retry's error is cleared.
-UPDATE post_media AS p
-SET archive_status = 'completed',
-    archive_lease_owner = NULL,
-    archive_lease_expires_at = NULL,
-    archive_next_attempt_at = NULL,
-    archive_url = r.result->>'archive_url',
-    archived_at = now(),
-    metadata = coalesce(p.metadata, '{}'::jsonb)
-        || jsonb_build_object('archive', (r.result->'archive')
-            || jsonb_build_object('verified_at', to_char(now() AT TIME ZONE 'UTC',
-                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))),
-    local_file_path = CASE WHEN (r.result->>'local_file_gone')::boolean
-        THEN NULL ELSE p.local_file_path END,
-    hosted_url = CASE WHEN (r.result->>'local_file_gone')::boolean
-        THEN NULL ELSE p.hosted_url END,
-    error_code = CASE WHEN p.download_status = 'failed' OR p.ai_analysis_status = 'failed'
-        OR p.analysis_next_attempt_at IS NOT NULL THEN p.error_code END,
-    last_error = CASE WHEN p.download_status = 'failed' OR p.ai_analysis_status = 'failed'
-        OR p.analysis_next_attempt_at IS NOT NULL THEN p.last_error END,
-    ai_analysis_log = p.ai_analysis_log || mediad_event('archive_completed', 'success', r.details)
-FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[]) AS r(media_id, attempt, result, details)
-WHERE p.media_id = r.media_id
-  AND p.archive_status = 'started'
-  AND p.archive_lease_owner = $5
-  AND p.archive_attempts = r.attempt
-RETURNING p.media_id;
-
 -- evict_candidates --
 -- Local files under the store ($1, with its trailing slash) that nothing needs locally any more:
--- every row pointing at one has finished downloading, archiving and analysis. Least recently
+-- every row pointing at one is archived and done with every stage eviction waits for. Least recently
 -- downloaded first, paged on (last_used, path) after ($2, $3); only files stored on this node
 -- ($5), since another host's store may use the same path.
 SELECT local_file_path,
@@ -354,9 +403,7 @@ WHERE local_file_path IS NOT NULL
   AND starts_with(local_file_path, $1)
   AND (storage_node IS NULL OR storage_node = $5)
 GROUP BY local_file_path
-HAVING bool_and(download_status = 'completed' AND archive_status = 'completed'
-        AND archive_url IS NOT NULL
-        AND ai_analysis_status IN ('completed', 'failed', 'skipped'))
+HAVING bool_and(archive_url IS NOT NULL AND {evictable})
    AND (max(coalesce(downloaded_at, created_at)), local_file_path) > ($2::timestamptz, $3::text)
 ORDER BY last_used, local_file_path
 LIMIT $4;
@@ -364,8 +411,7 @@ LIMIT $4;
 -- evict_lock_file --
 -- Lock the rows of one local file on this node ($2) and say again whether each lets it go.
 SELECT media_id,
-    download_status = 'completed' AND archive_status = 'completed' AND archive_url IS NOT NULL
-        AND ai_analysis_status IN ('completed', 'failed', 'skipped') AS evictable
+    archive_url IS NOT NULL AND {evictable} AS evictable
 FROM post_media
 WHERE local_file_path = $1
   AND (storage_node IS NULL OR storage_node = $2)
@@ -455,9 +501,7 @@ UPDATE post_media AS p
 SET archive_status = 'completed',
     archived_at = CASE WHEN $3::jsonb IS NULL THEN p.archived_at ELSE now() END,
     metadata = CASE WHEN $3::jsonb IS NULL THEN p.metadata
-        ELSE coalesce(p.metadata, '{}'::jsonb) || jsonb_build_object('archive', $3::jsonb
-            || jsonb_build_object('verified_at', to_char(now() AT TIME ZONE 'UTC',
-                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))) END,
+        ELSE coalesce(p.metadata, '{}'::jsonb) || jsonb_build_object('archive', $3::jsonb) END,
     error_code = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')
         THEN NULL ELSE p.error_code END,
     last_error = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')

@@ -100,7 +100,7 @@ async def downloaded_rows(
 
 async def run_archive(cfg: config.Config, url: str) -> None:
     """`mediad run --once` in-process with only the archive stage."""
-    await daemon.run(cfg, once=True, url=url, factories=[archive.open_stage])
+    await daemon.run(cfg, once=True, url=url, openers={"archive": archive.open_stage})
 
 
 def store_of(cfg: config.Config) -> Store:

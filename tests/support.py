@@ -14,9 +14,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from mediad import config, daemon
-from mediad.stage import Result, Row, Stage
-from mediad.stages import download
+from mediad import config, daemon, stages
+from mediad.resources import Resources
+from mediad.stage import Opener, Result, Row, Stage
 
 
 def make_config(**overrides: str) -> config.Config:
@@ -25,16 +25,14 @@ def make_config(**overrides: str) -> config.Config:
     return config.load(None, env=env)
 
 
-def trivial_factory(
-    process: Callable[[Row], Awaitable[Result]],
-) -> Callable[[config.Config], contextlib.AbstractAsyncContextManager[Stage | None]]:
-    """A download stage whose work is `process`, for testing the queue machinery alone."""
+def trivial_openers(process: Callable[[Row], Awaitable[Result]]) -> dict[str, Opener]:
+    """Only a download stage, whose work is `process`, for testing the queue machinery alone."""
 
     @contextlib.asynccontextmanager
-    async def factory(cfg: config.Config) -> AsyncIterator[Stage | None]:
-        yield download.make_stage(cfg, process)
+    async def opener(resources: Resources) -> AsyncIterator[Stage]:
+        yield Stage.configured(stages.DOWNLOAD, process, resources.config)
 
-    return factory
+    return {"download": opener}
 
 
 async def noop(row: Row) -> Result:
@@ -46,7 +44,7 @@ async def run_once(
 ) -> None:
     """`mediad run --once` in-process, with a trivial download stage."""
     cfg = make_config(**overrides)
-    await daemon.run(cfg, once=True, url=url, factories=[trivial_factory(process)])
+    await daemon.run(cfg, once=True, url=url, openers=trivial_openers(process))
 
 
 @contextlib.asynccontextmanager
@@ -57,7 +55,7 @@ async def running_daemon(
     stop = asyncio.Event()
     cfg = make_config(**overrides)
     task = asyncio.create_task(
-        daemon.run(cfg, url=url, factories=[trivial_factory(process)], stop=stop)
+        daemon.run(cfg, url=url, openers=trivial_openers(process), stop=stop)
     )
     try:
         yield stop

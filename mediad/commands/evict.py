@@ -23,8 +23,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import db, errors, queries
-from mediad.config import Config
+from mediad import errors, queries
+from mediad.resources import Resources
 from mediad.storage import objectkeys, s3
 from mediad.storage.local import KINDS, Store
 
@@ -170,52 +170,31 @@ async def _object_problem(
     return None if verdict.ok else verdict.how
 
 
-class DaemonEvictor:
-    """The daemon's periodic eviction pass, on its own small database pool."""
-
-    def __init__(self, config: Config, client: s3.S3, store: Store, limit: int) -> None:
-        self._config = config
-        self._client = client
-        self._store = store
-        self._limit = limit
-        self._pool: asyncpg.Pool[Any] | None = None
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except _PASS_ERRORS as exc:
-                log.warning("eviction_failed", error=str(exc))
-            await asyncio.sleep(self._config.storage.evict_interval)
-
-    async def pass_once(self) -> Report:
-        if self._pool is None:
-            url = await asyncio.to_thread(db.database_url, self._config)
-            self._pool = await db.create_pool(url, max_size=2)
-        return await evict(self._pool, self._store, self._client, self._limit, by="daemon")
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-
 @contextlib.asynccontextmanager
-async def in_daemon(config: Config, client: s3.S3, store: Store) -> AsyncIterator[None]:
-    """With storage.max_cache_size set: evict every evict_interval, and once more at the end
-    (so `run --once` leaves the store within its limit)."""
-    limit = config.storage.max_cache_size
-    if limit is None:
-        yield
-        return
-    evictor = DaemonEvictor(config, client, store, limit)
-    task = asyncio.create_task(evictor.run_forever(), name="evictor")
+async def in_daemon(resources: Resources, limit: int) -> AsyncIterator[None]:
+    """Evict down to `limit` every storage.evict_interval, and once more at the end (so
+    `run --once` leaves the store within its limit)."""
+    config = resources.config
+    client = await resources.s3()
+
+    async def evict_pass() -> None:
+        try:
+            await evict(resources.pool, resources.store, client, limit, by="daemon")
+        except _PASS_ERRORS as exc:
+            log.warning("eviction_failed", error=str(exc))
+
+    async def evict_forever() -> None:
+        while True:
+            await evict_pass()
+            await asyncio.sleep(config.storage.evict_interval)
+
+    task = asyncio.create_task(evict_forever(), name="evictor")
     try:
         yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         try:
-            await asyncio.wait_for(evictor.pass_once(), timeout=config.daemon.shutdown_grace)
-        except (*_PASS_ERRORS, TimeoutError) as exc:
-            log.warning("eviction_failed", error=str(exc))
-        await evictor.close()
+            await asyncio.wait_for(evict_pass(), timeout=config.daemon.shutdown_grace)
+        except TimeoutError:
+            log.warning("eviction_failed", error="the last pass did not finish in time")

@@ -19,10 +19,10 @@ from typing import Any
 
 import structlog
 
-from mediad import errors
-from mediad.commands import evict
-from mediad.config import ArchiveConfig, Config
-from mediad.stage import Process, Result, Row, Stage
+from mediad import errors, stages
+from mediad.config import ArchiveConfig
+from mediad.resources import Resources
+from mediad.stage import Result, Row, Stage
 from mediad.storage import objectkeys, s3
 from mediad.storage.local import Store
 
@@ -36,29 +36,13 @@ _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}"
 _EXT = re.compile(r"[a-z0-9]{1,8}")
 
 
-def make_stage(config: Config, process: Process) -> Stage:
-    return Stage(
-        name="archive",
-        process=process,
-        concurrency=config.archive.concurrency,
-        max_attempts=config.archive.max_attempts,
-        complete_query="complete_archive",
-        storage_node=config.storage.node_name,
-    )
-
-
 @contextlib.asynccontextmanager
-async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
-    """Open the one S3 client for the daemon's life (and the evictor, with max_cache_size)."""
-    if not config.archive.enabled:
-        yield None
-        return
-    store = await asyncio.to_thread(Store.from_config, config.storage)
-    async with s3.open_client(config.archive) as client:
-        archiver = Archiver(config.archive, client, store)
-        await archiver.check_access()
-        async with evict.in_daemon(config, client, store):
-            yield make_stage(config, archiver.process)
+async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
+    """The archive stage on the daemon's S3 client and store."""
+    config = resources.config
+    archiver = Archiver(config.archive, await resources.s3(), resources.store)
+    await archiver.check_access()
+    yield Stage.configured(stages.ARCHIVE, archiver.process, config)
 
 
 @dataclass(frozen=True)
@@ -373,14 +357,11 @@ class Archiver:
             "parts": done.parts,
             "seconds": round(seconds, 3),
         }
+        columns: dict[str, Any] = {"archive_url": objectkeys.s3_url(self._s3.bucket, done.key)}
         if gone:
             details["local_file"] = "missing"
-        columns = {
-            "archive_url": objectkeys.s3_url(self._s3.bucket, done.key),
-            "archive": record,
-            "local_file_gone": gone,
-        }
-        return Result(columns=columns, details=details)
+            columns |= {"local_file_path": None, "hosted_url": None}
+        return Result(columns=columns, metadata={"archive": record}, details=details)
 
 
 def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived:

@@ -15,17 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import aiohttp
 import structlog
 from yarl import URL
 
-from mediad import errors
-from mediad.config import Config
+from mediad import errors, stages
 from mediad.media import probe
-from mediad.net import platforms, ssrf
+from mediad.net import platforms
 from mediad.net.breaker import HostBreaker
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
-from mediad.stage import Process, Result, Row, Stage
+from mediad.resources import Resources
+from mediad.stage import Result, Row, Stage
 from mediad.storage.local import Store, StoredFile, TempFile
 
 log = structlog.get_logger(__name__)
@@ -48,67 +47,23 @@ _PROBES_AT_ONCE = 2 * (os.cpu_count() or 2)
 _LARGE_PROBE_BYTES = 8 * 1024 * 1024
 
 
-def make_stage(config: Config, process: Process) -> Stage:
-    """The download stage around `process`; its completion opens or skips the later stages."""
-    return Stage(
-        name="download",
-        process=process,
-        concurrency=config.download.concurrency,
-        max_attempts=config.download.max_attempts,
-        complete_query="complete_download",
-        complete_params=(
-            not config.archive.enabled,
-            not config.analysis.enabled,
-            config.storage.node_name,
-        ),
-    )
-
-
 @contextlib.asynccontextmanager
-async def open_stage(config: Config) -> AsyncIterator[Stage | None]:
-    """Open the store and the one HTTP session for the daemon's life."""
-    try:
-        allowed = ssrf.parse_networks(config.download.allowed_networks)
-    except ValueError as exc:
-        raise errors.ConfigError(f"download.allowed_networks: {exc}") from None
-    store = await asyncio.to_thread(Store.from_config, config.storage)
-    removed = await asyncio.to_thread(store.clean_temp)
-    if removed:
-        log.info("temp_files_removed", count=removed)
-    connector = ssrf.make_connector(
-        allowed,
-        limit=config.download.concurrency,
-        limit_per_host=config.download.per_host_concurrency,
+async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
+    """The download stage on the daemon's HTTP session, store and a thread pool of its own."""
+    config = resources.config
+    fetcher = Fetcher(
+        await resources.http(),
+        max_file_size=config.storage.max_file_size,
+        total_timeout=config.download.total_timeout,
     )
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=config.download.connect_timeout,
-        sock_read=config.download.read_timeout,
+    downloader = Downloader(
+        resources.store,
+        fetcher,
+        per_host=config.download.per_host_concurrency,
+        executor=resources.executor("mediad-download", _THREADS),
+        storage_node=config.storage.node_name,
     )
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        headers={"User-Agent": config.download.user_agent, "Accept-Encoding": "identity"},
-        auto_decompress=False,
-        trust_env=False,  # a proxy would make the SSRF guard check the proxy, not the origin
-    ) as session:
-        fetcher = Fetcher(
-            session,
-            max_file_size=config.storage.max_file_size,
-            total_timeout=config.download.total_timeout,
-        )
-        executor = concurrent.futures.ThreadPoolExecutor(
-            _THREADS, thread_name_prefix="mediad-download"
-        )
-        try:
-            downloader = Downloader(
-                store, fetcher, per_host=config.download.per_host_concurrency, executor=executor
-            )
-            yield make_stage(config, downloader.process)
-        finally:
-            # Not waited for: work a cancelled row left running (a commit) ends on its own, and
-            # the event loop must not block on it.
-            executor.shutdown(wait=False)
+    yield Stage.configured(stages.DOWNLOAD, downloader.process, config)
 
 
 @dataclass(frozen=True)
@@ -163,8 +118,11 @@ class Downloader:
         *,
         per_host: int = 4,
         executor: concurrent.futures.Executor | None = None,
+        storage_node: str | None = None,
     ) -> None:
         self._store = store
+        # Recorded in each row, so the stages that read local files know whose store has it.
+        self._storage_node = storage_node
         self._fetcher = fetcher
         self._breaker = breaker or HostBreaker()
         self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
@@ -183,7 +141,7 @@ class Downloader:
         source = source_url(row, validate(row))
         expires_at = row.url_expires_at or platforms.url_expires_at(source)
         done = await self._single_flight(source, expires_at)
-        return _result(row, done, expires_at)
+        return _result(row, done, expires_at, self._storage_node)
 
     async def _single_flight(self, source: str, expires_at: datetime | None) -> Downloaded:
         shared = self._in_flight.get(source)
@@ -313,7 +271,9 @@ def _fail(future: asyncio.Future[Downloaded], exc: BaseException) -> None:
     future.exception()  # retrieved here, so a fetch nobody shared logs no "never retrieved"
 
 
-def _result(row: Row, done: Downloaded, expires_at: datetime | None) -> Result:
+def _result(
+    row: Row, done: Downloaded, expires_at: datetime | None, storage_node: str | None
+) -> Result:
     fetched, info, stored = done.fetched, done.info, done.stored
     fetch_meta: dict[str, Any] = {
         "url": platforms.redact_url(done.source_url),
@@ -331,9 +291,11 @@ def _result(row: Row, done: Downloaded, expires_at: datetime | None) -> Result:
         "width": info.width,
         "height": info.height,
         "duration_seconds": info.duration_seconds,
-        "metadata": {**info.metadata, "fetch": fetch_meta},
-        "url_expires_at": expires_at.isoformat() if expires_at else None,
+        "storage_node": storage_node,
     }
+    if row.url_expires_at is None and expires_at is not None:
+        # Only a row without its own expiry takes the one read from the URL.
+        columns["url_expires_at"] = expires_at.isoformat()
     details = {
         "file_size": stored.size,
         "mime_type": info.mime_type,
@@ -344,4 +306,4 @@ def _result(row: Row, done: Downloaded, expires_at: datetime | None) -> Result:
     }
     if done.source_url != row.media_url:
         details["source_url"] = fetch_meta["url"]
-    return Result(columns=columns, details=details)
+    return Result(columns=columns, metadata={**info.metadata, "fetch": fetch_meta}, details=details)

@@ -28,7 +28,7 @@ from tests.archive_support import (
     store_of,
 )
 from tests.s3server import SeaweedFS
-from tests.support import row, wait_for
+from tests.support import make_config, row, wait_for
 
 
 def b64(hex_digest: str) -> str:
@@ -174,7 +174,7 @@ async def test_seaweedfs_stopped_mid_run_fails_no_row(
     rows = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=s) for s in range(16)])
     stop = asyncio.Event()
     task = asyncio.create_task(
-        daemon.run(cfg, url=db_url, factories=[archive.open_stage], stop=stop)
+        daemon.run(cfg, url=db_url, openers={"archive": archive.open_stage}, stop=stop)
     )
     try:
         await wait_for(lambda: _archived_at_least(pool, 3), within=30)
@@ -249,12 +249,17 @@ async def test_a_corrupted_local_file_is_never_archived(
     assert listed.get("KeyCount", 0) == 0, f"an object for {sha} was stored"
 
 
-async def test_disabled_archive_opens_nothing(tmp_path: Path) -> None:
-    """With archive.enabled false the stage factory yields no stage (downloads mark it skipped)."""
-    from tests.support import make_config
-
-    async with archive.open_stage(make_config(storage_root=str(tmp_path))) as stage:
-        assert stage is None
+async def test_disabled_archive_skips_rows_left_waiting(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """With archive.enabled false the daemon opens no archive stage (no S3 is configured at
+    all), and rows downloaded while it was on are marked skipped, not left waiting forever."""
+    cfg = make_config(storage_root=str(tmp_path / "store"))
+    [waiting] = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=70)])
+    await daemon.run(cfg, once=True, url=db_url)
+    r = await row(pool, waiting.media_id)
+    assert r["archive_status"] == "skipped"
+    assert events(r, "archive_skipped")[0]["details"] == {"reason": "archive.enabled is false"}
 
 
 async def test_an_evicted_row_archived_again_checks_its_object(

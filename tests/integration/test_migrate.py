@@ -54,7 +54,11 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
     """A fresh database gets post_media with every contract column, and a plain INSERT works."""
     conn = await db.connect(empty_db_url)
     try:
-        assert await migrate.migrate(conn) == ["0001_post_media", "0002_storage_node"]
+        assert await migrate.migrate(conn) == [
+            "0001_post_media",
+            "0002_storage_node",
+            "0003_timestamps",
+        ]
         columns = {
             r["column_name"]
             for r in await conn.fetch(

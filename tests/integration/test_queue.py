@@ -7,15 +7,16 @@ from typing import Any
 
 import asyncpg
 
+from mediad import stages
 from mediad.queue import Completed, Failed, Released, Retry, StageQueue
-from mediad.stage import Result
-from mediad.stages import download
+from mediad.stage import Result, Stage
 from tests.support import event_names, insert_rows, make_config, noop, row
 
 
 def queue(pool: asyncpg.Pool[Any], owner: str, lease: float = 60.0) -> StageQueue:
-    stage = download.make_stage(make_config(), noop)
-    return StageQueue(pool, stage, owner, lease)
+    config = make_config()
+    stage = Stage.configured(stages.DOWNLOAD, noop, config)
+    return StageQueue(pool, stage, owner, lease, disabled=stages.disabled(config))
 
 
 async def expire_leases(pool: asyncpg.Pool[Any]) -> None:
@@ -199,7 +200,7 @@ async def test_requeue_puts_failed_rows_back(pool: asyncpg.Pool[Any]) -> None:
     from mediad import queries
 
     requeued = await pool.fetch(
-        queries.for_stage("download")["requeue"], ["failed"], None, "http_404", None, "test"
+        queries.for_stage(stages.DOWNLOAD)["requeue"], ["failed"], None, "http_404", None, "test"
     )
     assert {r["media_id"] for r in requeued} == set(ids)
     r = await row(pool, ids[0])

@@ -232,7 +232,7 @@ async def test_the_daemon_evicts_down_to_max_cache_size(
         database_url=db_url,
     )
     rows = await downloaded_rows(pool, store_of(cfg), [media.jpeg(seed=s) for s in (40, 41)])
-    await daemon.run(cfg, once=True, url=db_url, factories=[archive.open_stage])
+    await daemon.run(cfg, once=True, url=db_url, openers={"archive": archive.open_stage})
     for done in rows:
         r = await row(pool, done.media_id)
         assert r["archive_status"] == "completed" and r["local_file_path"] is None

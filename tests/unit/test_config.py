@@ -102,6 +102,8 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("", {"MEDIAD_ARCHIVE_ENABLED": "maybe"}, "MEDIAD_ARCHIVE_ENABLED: expected true or false"),
         ("[archive]\nenabled = true\n", {}, "archive.bucket: required"),
         ("[download\n", {}, "config.toml"),
+        # A stage this build does not have cannot be turned on: rows would wait for it forever.
+        ("[analysis]\nenabled = true\n", {}, "analysis.enabled: this build of mediad has no"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, env: dict[str, str], names: str) -> None:

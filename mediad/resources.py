@@ -1,0 +1,121 @@
+"""What the daemon opens once and hands to its stages: the database pool, the store, the
+download HTTP session (behind the SSRF guard), the S3 client, sessions for operator-configured
+services, and thread pools. Each is opened the first time something asks, and everything is
+closed, in reverse order, when the daemon stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+import asyncpg
+import structlog
+
+from mediad import db, errors
+from mediad.config import Config
+from mediad.net import ssrf
+from mediad.storage.local import Store
+
+if TYPE_CHECKING:
+    from mediad.storage import s3
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+
+class Resources:
+    """One of each for the daemon's life; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        pool: asyncpg.Pool[Any],
+        store: Store,
+        owner: str,
+        stack: contextlib.AsyncExitStack,
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.store = store
+        # This process's name in leases and events.
+        self.owner = owner
+        self._stack = stack
+        self._opened: dict[str, Any] = {}
+        self._opening = asyncio.Lock()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, config: Config, url: str, owner: str, pool_size: int
+    ) -> AsyncIterator[Resources]:
+        """The database pool and the store now; the rest on first use; all closed at the end."""
+        async with contextlib.AsyncExitStack() as stack:
+            pool = await db.create_pool(url, max_size=pool_size)
+            stack.push_async_callback(pool.close)
+            store = await asyncio.to_thread(Store.from_config, config.storage)
+            removed = await asyncio.to_thread(store.clean_temp)
+            if removed:
+                log.info("temp_files_removed", count=removed)
+            yield cls(config, pool, store, owner, stack)
+
+    async def _once(self, name: str, opening: Callable[[], Awaitable[_T]]) -> _T:
+        async with self._opening:
+            if name not in self._opened:
+                self._opened[name] = await opening()
+            found: _T = self._opened[name]
+            return found
+
+    async def _enter(self, manager: AbstractAsyncContextManager[_T]) -> _T:
+        return await self._stack.enter_async_context(manager)
+
+    async def http(self) -> aiohttp.ClientSession:
+        """The one session for downloads from the internet, every connection checked by the
+        SSRF guard."""
+        return await self._once("http", lambda: self._enter(self._download_session()))
+
+    def _download_session(self) -> aiohttp.ClientSession:
+        download = self.config.download
+        try:
+            allowed = ssrf.parse_networks(download.allowed_networks)
+        except ValueError as exc:
+            raise errors.ConfigError(f"download.allowed_networks: {exc}") from None
+        connector = ssrf.make_connector(
+            allowed, limit=download.concurrency, limit_per_host=download.per_host_concurrency
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=download.connect_timeout, sock_read=download.read_timeout
+            ),
+            headers={"User-Agent": download.user_agent, "Accept-Encoding": "identity"},
+            auto_decompress=False,
+            trust_env=False,  # a proxy would make the SSRF guard check the proxy, not the origin
+        )
+
+    async def s3(self) -> s3.S3:
+        """The one S3 client (archive.*); aioboto3 is imported only now (~0.3 s)."""
+        from mediad.storage import s3
+
+        return await self._once("s3", lambda: self._enter(s3.open_client(self.config.archive)))
+
+    async def session(self, **options: Any) -> aiohttp.ClientSession:
+        """A session of its own for a service the operator configured (an analysis API): not
+        behind the SSRF guard, whose job is the internet's addresses, not the operator's."""
+        return await self._enter(aiohttp.ClientSession(**options))
+
+    def executor(self, name: str, threads: int) -> concurrent.futures.ThreadPoolExecutor:
+        """The thread pool called `name`, made on first use."""
+        if name not in self._opened:
+            executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix=name)
+            # Not waited for: work a cancelled row left running (a commit) ends on its own, and
+            # the event loop must not block on it.
+            self._stack.callback(executor.shutdown, wait=False)
+            self._opened[name] = executor
+        found: concurrent.futures.ThreadPoolExecutor = self._opened[name]
+        return found
