@@ -22,15 +22,14 @@ from typing import Any
 
 import asyncpg
 
-from mediad import queries
-
-# Files a directory argument contributes.
+from mediad import errors, queries
 from mediad.net import platforms
 
+# Files a directory argument contributes.
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
-class ImportFileError(Exception):
+class ImportFileError(errors.MediadError):
     """A file that cannot be imported: unreadable, or not JSON."""
 
 

@@ -41,30 +41,6 @@ _MAX_STRING = 512
 _MAX_SEQUENCE = 64
 
 
-class NotMediaError(errors.PermanentFetchError):
-    """The body is not media at all: HTML, JSON, text, an archive, empty, or unknown bytes."""
-
-    error_code = "not_media"
-
-
-class CorruptMediaError(errors.PermanentFetchError):
-    """The bytes look like a media format, but no decoder accepts them (truncated, damaged)."""
-
-    error_code = "corrupt_media"
-
-
-class UnsupportedMediaError(errors.PermanentFetchError):
-    """The bytes are a media format mediad does not decode (HEIC, AVIF, PSD, ICO, RAW, MIDI...)."""
-
-    error_code = "unsupported_type"
-
-
-class MediaTooLargeError(errors.PermanentFetchError):
-    """The picture's dimensions exceed the pixel bound: decoding it could exhaust memory."""
-
-    error_code = "too_large"
-
-
 @dataclass(frozen=True)
 class MediaInfo:
     """What a file is, as proven by a decoder or a JPEG walk; `metadata` is JSON-serialisable."""
@@ -98,7 +74,7 @@ def probe_file(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     data: bytes | None = None,
 ) -> MediaInfo:
-    """Identify the file at `path` from its bytes and prove it whole; raise a PermanentFetchError.
+    """Identify the file at `path` from its bytes and prove it whole; raise an errors.MediaError.
 
     `declared_type` (a Content-Type or the row's media_type) is never trusted; it only makes
     error messages say what the file claimed to be. `data`, when the caller still holds the
@@ -112,7 +88,7 @@ def probe_file(
         head = data[:_HEAD_BYTES]
     claimed = f" (declared as {declared_type[:100]!r})" if declared_type else ""
     if not head:
-        raise NotMediaError(f"the body is empty{claimed}")
+        raise errors.NotMediaError(f"the body is empty{claimed}")
 
     guess = filetype.guess(head)
     if guess is not None:
@@ -124,12 +100,14 @@ def probe_file(
         if mime == "application/pdf":
             return _probe_pdf(path, head)
         if mime.partition("/")[0] in {"image", "video", "audio"}:
-            raise UnsupportedMediaError(f"{mime} is a media type mediad does not decode{claimed}")
-        raise NotMediaError(f"the body is {mime} ({guess.extension}), not media{claimed}")
+            raise errors.UnsupportedMediaError(
+                f"{mime} is a media type mediad does not decode{claimed}"
+            )
+        raise errors.NotMediaError(f"the body is {mime} ({guess.extension}), not media{claimed}")
 
     looks_like = _describe_text(head)
     if looks_like is not None:
-        raise NotMediaError(f"the body is {looks_like}, not media{claimed}")
+        raise errors.NotMediaError(f"the body is {looks_like}, not media{claimed}")
     # filetype knows only a few ISO-BMFF brands (isom, mp41, mp42); isml, dash... are MP4s too.
     if head[4:8] == b"ftyp":
         return _probe_av(path, "video/mp4", max_image_pixels)
@@ -137,7 +115,9 @@ def probe_file(
         return _probe_av(path, "video/mp2t", max_image_pixels)
     if _is_mpeg_audio(head):
         return _probe_av(path, "audio/mpeg", max_image_pixels)
-    raise NotMediaError(f"the body is unrecognised binary data (starts {head[:8].hex()}){claimed}")
+    raise errors.NotMediaError(
+        f"the body is unrecognised binary data (starts {head[:8].hex()}){claimed}"
+    )
 
 
 # --- text -----------------------------------------------------------------------------------------
@@ -241,14 +221,16 @@ def _probe_image(
             else:
                 img.load()
             metadata.update(_image_exif(img))
+    except jpeg.JpegStructureError as exc:
+        raise errors.CorruptMediaError(f"{described} is damaged: it {exc}") from exc
     except errors.MediadError:
         raise
-    except jpeg.JpegStructureError as exc:
-        raise CorruptMediaError(f"{described} is damaged: it {exc}") from exc
     except Image.DecompressionBombError as exc:
-        raise MediaTooLargeError(f"{described} is too large to decode: {exc}") from exc
+        raise errors.MediaTooLargeError(f"{described} is too large to decode: {exc}") from exc
     except Exception as exc:
-        raise CorruptMediaError(f"{described} does not decode: {_reason(exc, path)}") from exc
+        raise errors.CorruptMediaError(
+            f"{described} does not decode: {_reason(exc, path)}"
+        ) from exc
 
     mime_type, extension = _IMAGE_TYPES[pillow_format]
     if metadata.get("orientation") in {5, 6, 7, 8}:
@@ -270,7 +252,7 @@ def _check_jpeg(path: Path, data: bytes | None) -> None:
 def _check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise MediaTooLargeError(
+        raise errors.MediaTooLargeError(
             f"{described} is {width}x{height} = {width * height} pixels, over the bound of "
             f"{max_pixels}"
         )
@@ -503,7 +485,9 @@ def _probe_av(path: Path, sniffed: str, max_pixels: int) -> MediaInfo:
     except errors.MediadError:
         raise
     except Exception as exc:
-        raise CorruptMediaError(f"{described} does not decode: {_reason(exc, path)}") from exc
+        raise errors.CorruptMediaError(
+            f"{described} does not decode: {_reason(exc, path)}"
+        ) from exc
 
 
 def _read_container(
@@ -533,7 +517,7 @@ def _read_container(
         )
         frame = _first_frame(container, video, described)
         if not isinstance(frame, av.VideoFrame):
-            raise CorruptMediaError(f"{described}: its video stream yields no picture")
+            raise errors.CorruptMediaError(f"{described}: its video stream yields no picture")
         width, height = frame.width, frame.height
         rotation = int(frame.rotation) % 360
         if rotation:
@@ -552,7 +536,7 @@ def _read_container(
     elif audio is not None:
         _first_frame(container, audio, described)
     else:
-        raise CorruptMediaError(f"{described} has no audio or video stream")
+        raise errors.CorruptMediaError(f"{described} has no audio or video stream")
 
     if audio is not None:
         metadata["audio_codec"] = audio.codec.canonical_name
@@ -583,7 +567,7 @@ def _first_frame(
                 return frame
         if count >= _MAX_PACKETS_BEFORE_FRAME:
             break
-    raise CorruptMediaError(f"{described}: no {stream.type} frame decodes")
+    raise errors.CorruptMediaError(f"{described}: no {stream.type} frame decodes")
 
 
 def _duration(
@@ -651,7 +635,7 @@ def _probe_pdf(path: Path, head: bytes) -> MediaInfo:
         file.seek(max(0, size - 1024))
         tail = file.read()
     if b"%%EOF" not in tail:
-        raise CorruptMediaError("PDF document is truncated: no %%EOF marker at its end")
+        raise errors.CorruptMediaError("PDF document is truncated: no %%EOF marker at its end")
     metadata: dict[str, Any] = {"format": "PDF"}
     version = _PDF_VERSION.match(head)
     if version is not None:
