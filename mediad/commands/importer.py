@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from mediad import errors, queries
+from mediad.media import kinds
 from mediad.net import platforms
 
 # Files a directory argument contributes.
@@ -141,7 +142,7 @@ def _post_id(post: Mapping[str, Any]) -> str | None:
 
 def _media_type(kind: Any, default: str = "image") -> str:
     kind = str(kind or "").lower()
-    return {"photo": "image", "images": "image", "animated_gif": "gif"}.get(kind, kind or default)
+    return kinds.canonical(kind) or kind or default
 
 
 def _seed_001(post_id: str | None, media: Mapping[str, Any]) -> Iterator[Media | None]:
