@@ -283,6 +283,12 @@ def test_redact_url_redacts_bare_and_empty_tokens() -> None:
     assert platforms.redact_url(url) == "https://cdn.example/a.mp4?REDACTED&sig=REDACTED&format=mp4"
 
 
+def test_redact_url_redacts_a_padded_bare_token_whole() -> None:
+    """A bare base64 token padded with "==" is redacted whole, not read as a key and a value."""
+    url = "https://cdn.example/a.mp4?dG9rZW4tdmFsdWU==&sig=x%3D%3D"
+    assert platforms.redact_url(url) == "https://cdn.example/a.mp4?REDACTED&sig=REDACTED"
+
+
 def test_redact_url_leaves_plain_urls_and_survives_garbage() -> None:
     """A URL without secrets comes back unchanged; an unparseable one becomes a placeholder."""
     assert platforms.redact_url("https://example.com/a/b.jpg") == "https://example.com/a/b.jpg"
