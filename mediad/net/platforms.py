@@ -1,8 +1,9 @@
-"""Per-platform rules: a URL's platform, when its signed link dies, its best-quality form, and
-what of it may be logged.
+"""Per-platform rules: when a signed link dies, a URL's best-quality form, and what of a URL
+may be logged.
 
 Adding a platform is one `Platform(...)` entry, plus an expiry or candidates function if its
-CDN needs one.
+CDN needs one. A row's platform itself is derived in SQL (`mediad_platform`, sql/0001), whose
+host list a new platform must join too.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit, urlunsplit
-
-OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -116,12 +115,6 @@ def _platform(parts: SplitResult | None) -> Platform | None:
         if any(host == d or host.endswith("." + d) for d in platform.domains):
             return platform
     return None
-
-
-def platform_for_url(url: str) -> str:
-    """The platform whose host serves `url` (twitter, facebook, ...), else "other"."""
-    platform = _platform(_split(url))
-    return platform.name if platform is not None else OTHER
 
 
 def url_expires_at(url: str) -> datetime | None:
