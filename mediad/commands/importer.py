@@ -47,6 +47,8 @@ class Media:
 
 @dataclass
 class FileReport:
+    """What importing one file did: posts read, rows queued or already queued, or its error."""
+
     path: str
     posts: int = 0
     queued: list[str] = field(default_factory=list)  # media_ids of the new rows
