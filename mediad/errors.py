@@ -89,3 +89,33 @@ class TransientFetchError(FetchError, TransientError):
 
 class PermanentFetchError(FetchError, PermanentError):
     """A download failure that no later attempt can mend."""
+
+
+# Media errors: what the probe finds wrong with bytes that arrived whole. No retry changes the
+# bytes, so each is permanent; none is a fetch error (the fetch worked).
+class MediaError(PermanentError):
+    """Root of the probe's refusals: the stored bytes are not media mediad keeps."""
+
+
+class NotMediaError(MediaError):
+    """The body is not media at all: HTML, JSON, text, an archive, empty, or unknown bytes."""
+
+    error_code = "not_media"
+
+
+class CorruptMediaError(MediaError):
+    """The bytes look like a media format, but no decoder accepts them (truncated, damaged)."""
+
+    error_code = "corrupt_media"
+
+
+class UnsupportedMediaError(MediaError):
+    """The bytes are a media format mediad does not decode (HEIC, AVIF, PSD, ICO, RAW, MIDI...)."""
+
+    error_code = "unsupported_type"
+
+
+class MediaTooLargeError(MediaError):
+    """The picture's dimensions exceed the pixel bound: decoding it could exhaust memory."""
+
+    error_code = "too_large"

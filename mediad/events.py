@@ -6,27 +6,21 @@ status; this module only prepares what goes into their `details`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any
 
-# A URL's query string and fragment may carry signatures (oh=, Signature=, X-Amz-...), and
-# its userinfo a password: neither may enter the log.
-_URL = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@]*@)?(?P<rest>[^\s?#'\"<>]*)(?P<query>[?#][^\s'\"<>]*)?"
-)
-
-
-def _redact_match(match: re.Match[str]) -> str:
-    query = "?REDACTED" if match.group("query") else ""
-    return f"{match.group('scheme')}{match.group('rest')}{query}"
+from mediad.net import platforms
 
 
 def redact_text(text: str, limit: int = 2000) -> str:
-    """Free text (an error message) with every URL in it redacted, cut to `limit` characters."""
-    redacted = _URL.sub(_redact_match, text)
+    """Free text (an error message) with every URL in it redacted, cut to `limit` characters.
+
+    Signed-URL query values and credentials never reach the log or `last_error`; the rule is
+    platforms.redact_url's, so a URL reads the same in an event as in the row's metadata.
+    """
+    redacted = platforms.redact_urls(text)
     return redacted if len(redacted) <= limit else redacted[: limit - 1] + "…"
 
 

@@ -22,15 +22,15 @@ from typing import Any
 
 import asyncpg
 
-from mediad import queries
-
-# Files a directory argument contributes.
+from mediad import errors, queries
+from mediad.media import kinds
 from mediad.net import platforms
 
+# Files a directory argument contributes.
 SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
-class ImportFileError(Exception):
+class ImportFileError(errors.MediadError):
     """A file that cannot be imported: unreadable, or not JSON."""
 
 
@@ -47,6 +47,8 @@ class Media:
 
 @dataclass
 class FileReport:
+    """What importing one file did: posts read, rows queued or already queued, or its error."""
+
     path: str
     posts: int = 0
     queued: list[str] = field(default_factory=list)  # media_ids of the new rows
@@ -142,7 +144,7 @@ def _post_id(post: Mapping[str, Any]) -> str | None:
 
 def _media_type(kind: Any, default: str = "image") -> str:
     kind = str(kind or "").lower()
-    return {"photo": "image", "images": "image", "animated_gif": "gif"}.get(kind, kind or default)
+    return kinds.canonical(kind) or kind or default
 
 
 def _seed_001(post_id: str | None, media: Mapping[str, Any]) -> Iterator[Media | None]:

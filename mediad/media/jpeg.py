@@ -25,6 +25,8 @@ from __future__ import annotations
 import mmap
 import re
 
+from mediad import errors
+
 _SOI = 0xD8
 _EOI = 0xD9
 _SOS = 0xDA
@@ -43,7 +45,7 @@ _FF_NOT_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _AFTER_SCAN = frozenset({_EOI, _SOS, _DHT, _DQT, 0xCC, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)}) | _SOF
 
 
-class JpegStructureError(ValueError):
+class JpegStructureError(errors.MediadError):
     """The bytes start as a JPEG but are not a whole, well-formed one; the message says where."""
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 @dataclass
 class _HostState:
+    """One host's failures in a row, when its pause ends, and how many pauses in a row it had."""
+
     failures: int = 0
     open_until: float = 0.0
     trips: int = 0

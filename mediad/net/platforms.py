@@ -1,7 +1,9 @@
-"""Per-platform rules: a URL's platform, when its signed link dies, and its best-quality form.
+"""Per-platform rules: when a signed link dies, a URL's best-quality form, and what of a URL
+may be logged.
 
 Adding a platform is one `Platform(...)` entry, plus an expiry or candidates function if its
-CDN needs one.
+CDN needs one. A row's platform itself is derived in SQL (`mediad_platform`, sql/0001), whose
+host list a new platform must join too.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit, urlunsplit
-
-OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,6 @@ def _platform(parts: SplitResult | None) -> Platform | None:
     return None
 
 
-def platform_for_url(url: str) -> str:
-    """The platform whose host serves `url` (twitter, facebook, ...), else "other"."""
-    platform = _platform(_split(url))
-    return platform.name if platform is not None else OTHER
-
-
 def url_expires_at(url: str) -> datetime | None:
     """When a signed CDN URL stops working (UTC), or None when it does not say or says nonsense."""
     parts = _split(url)
@@ -189,10 +183,16 @@ def best_variant(variants: Sequence[_Variant]) -> _Variant | None:
     return max(usable, key=_variant_rank, default=None)
 
 
-# Harmless parameters kept for debugging (Twitter's size selector); every other value may be a
-# signature, token or session id, and CDNs invent new ones, so an allowlist is the only safe rule.
+# What of a URL may be logged: one rule, for a URL on its own (fetch errors, the row's
+# metadata) and for each URL inside free text (every error message, every event's details).
+# Scheme, host, port, path and query keys stay, so a line still says where a request went;
+# harmless parameters stay whole (Twitter's size selector, which says which candidate was
+# fetched); every other value may be a signature, token or session id, and CDNs invent new
+# ones, so an allowlist is the only safe rule.
 _SAFE_QUERY_KEYS = frozenset({"format", "name"})
 REDACTED = "REDACTED"
+# A URL in free text runs from its scheme to the first space, quote or angle bracket.
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]*")
 
 
 def redact_url(url: str) -> str:
@@ -205,9 +205,17 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def redact_urls(text: str) -> str:
+    """Free text with every URL in it redacted by the same rule as redact_url."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
 def _redact_pair(pair: str) -> str:
-    key, sep, _ = pair.partition("=")
+    key, sep, value = pair.partition("=")
     if key.lower() in _SAFE_QUERY_KEYS:
         return pair
-    # A bare "?abc123" has no key to keep: it is the value, and may well be the token.
-    return f"{key}={REDACTED}" if sep else REDACTED
+    # A bare "?abc123" has no key to keep: it is the value, and may well be the token. So is a
+    # base64 token padded with "==": its first "=" is padding, not a separator.
+    if not sep or (value and not value.strip("=")):
+        return REDACTED
+    return f"{key}={REDACTED}"

@@ -19,7 +19,7 @@ import structlog
 from yarl import URL
 
 from mediad import errors, stages
-from mediad.media import probe
+from mediad.media import kinds, probe
 from mediad.net import platforms
 from mediad.net.breaker import HostBreaker
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
@@ -31,9 +31,6 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 MAX_URL_LENGTH = 8192
-MEDIA_TYPES = frozenset({"image", "video", "gif", "audio", "document"})
-# What scrapers commonly write for our types (Twitter's API says photo and animated_gif).
-MEDIA_TYPE_ALIASES = {"photo": "image", "animated_gif": "gif"}
 # A file's blocking work (write and hash, probe, fsync and link) runs in a thread of the
 # stage's own pool. Much of it waits for the disk (fsync) rather than a core, so there are many
 # more threads than cores: the cores probe and hash while other threads wait (on 2 cores, 16
@@ -76,9 +73,9 @@ class Downloaded:
 
 def validate(row: Row) -> str:
     """The URL to start from, or a BadRowError naming what is wrong with the row."""
-    if row.media_type not in MEDIA_TYPES and row.media_type not in MEDIA_TYPE_ALIASES:
+    if kinds.canonical(row.media_type) is None:
         raise errors.PermanentError(
-            f"media_type {row.media_type!r} is not one of {', '.join(sorted(MEDIA_TYPES))}",
+            f"media_type {row.media_type!r} is not one of {', '.join(sorted(kinds.MEDIA_TYPES))}",
             error_code="bad_media_type",
         )
     url = (row.media_url or "").strip()

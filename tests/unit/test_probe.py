@@ -171,16 +171,17 @@ def test_animated_webp_frame_count(write: Callable[[bytes], Path]) -> None:
 
 def test_image_over_the_pixel_bound_is_too_large(write: Callable[[bytes], Path]) -> None:
     """An image with more pixels than max_image_pixels fails with too_large before decoding."""
-    with pytest.raises(probe.MediaTooLargeError) as caught:
+    with pytest.raises(errors.MediaTooLargeError) as caught:
         probe.probe_file(write(media.png(64, 48)), max_image_pixels=1000)
 
     assert caught.value.error_code == "too_large"
-    assert isinstance(caught.value, errors.PermanentFetchError)
+    assert isinstance(caught.value, errors.PermanentError)
+    assert not isinstance(caught.value, errors.FetchError)
 
 
 def test_avif_is_an_unsupported_type(write: Callable[[bytes], Path]) -> None:
     """A real AVIF is media outside the allowlist: unsupported_type, not corrupt nor not_media."""
-    with pytest.raises(probe.UnsupportedMediaError) as caught:
+    with pytest.raises(errors.UnsupportedMediaError) as caught:
         probe.probe_file(write(media.image("AVIF")))
 
     assert caught.value.error_code == "unsupported_type"
@@ -300,17 +301,18 @@ def test_audio_duration_and_codec(
 )
 def test_text_bodies_are_not_media(write: Callable[[bytes], Path], body: bytes, says: str) -> None:
     """HTML, JSON, XML, SVG, plain text and empty bodies are not_media, saying what they were."""
-    with pytest.raises(probe.NotMediaError) as caught:
+    with pytest.raises(errors.NotMediaError) as caught:
         probe.probe_file(write(body))
 
     assert caught.value.error_code == "not_media"
     assert says in str(caught.value)
-    assert isinstance(caught.value, errors.PermanentFetchError)
+    assert isinstance(caught.value, errors.PermanentError)
+    assert not isinstance(caught.value, errors.FetchError)
 
 
 def test_not_media_message_names_the_declared_type(write: Callable[[bytes], Path]) -> None:
     """The declared type is not trusted but is named, so operators see the lie."""
-    with pytest.raises(probe.NotMediaError, match="declared as 'image/jpeg'"):
+    with pytest.raises(errors.NotMediaError, match="declared as 'image/jpeg'"):
         probe.probe_file(write(b"<html>blocked</html>"), declared_type="image/jpeg")
 
 
@@ -318,7 +320,7 @@ def test_unknown_binary_is_not_media(write: Callable[[bytes], Path]) -> None:
     """Random bytes with no magic number are not_media."""
     body = random.Random(3).randbytes(4096)
 
-    with pytest.raises(probe.NotMediaError, match="unrecognised binary"):
+    with pytest.raises(errors.NotMediaError, match="unrecognised binary"):
         probe.probe_file(write(b"\x00\x01" + body))
 
 
@@ -328,15 +330,15 @@ def test_zip_archive_is_not_media(write: Callable[[bytes], Path]) -> None:
     with zipfile.ZipFile(buf, "w") as archive:
         archive.writestr("a.txt", "hello")
 
-    with pytest.raises(probe.NotMediaError, match="application/zip"):
+    with pytest.raises(errors.NotMediaError, match="application/zip"):
         probe.probe_file(write(buf.getvalue()))
 
 
 # --- corrupt media ------------------------------------------------------------------------------
 
 
-def _assert_corrupt(path: Path) -> probe.CorruptMediaError:
-    with pytest.raises(probe.CorruptMediaError) as caught:
+def _assert_corrupt(path: Path) -> errors.CorruptMediaError:
+    with pytest.raises(errors.CorruptMediaError) as caught:
         probe.probe_file(path)
     assert caught.value.error_code == "corrupt_media"
     assert "\n" not in str(caught.value)
@@ -366,7 +368,7 @@ def test_a_jpeg_with_a_zeroed_tail_is_corrupt(
     data[-third:] = bytes(third)
     body = bytes(data)
 
-    with pytest.raises(probe.CorruptMediaError) as caught:
+    with pytest.raises(errors.CorruptMediaError) as caught:
         probe.probe_file(write(body), data=body if in_memory else None)
 
     assert "JPEG image is damaged: it ends at byte" in str(caught.value)
@@ -446,7 +448,7 @@ def test_half_an_image_in_memory_is_corrupt(
     half = make()
     half = half[: len(half) // 2]
 
-    with pytest.raises(probe.CorruptMediaError):
+    with pytest.raises(errors.CorruptMediaError):
         probe.probe_file(write(half), data=half)
 
 
@@ -454,5 +456,5 @@ def test_text_in_memory_is_not_media(write: Callable[[bytes], Path]) -> None:
     """From memory, an HTML page is still not_media."""
     body = b"<html>blocked</html>"
 
-    with pytest.raises(probe.NotMediaError, match="HTML"):
+    with pytest.raises(errors.NotMediaError, match="HTML"):
         probe.probe_file(write(body), data=body)

@@ -1,0 +1,117 @@
+"""Images through Pillow, which is part of the trusted computing base: it may open only the
+format the magic bytes name, from an allowlist, under a pixel bound, and whatever it raises
+becomes a CorruptMediaError. Images other than JPEG are decoded whole; a JPEG is walked
+(jpeg.py), which proves more for a fraction of the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from mediad import errors
+from mediad.media import clean, exif, jpeg
+from mediad.media.info import MediaInfo
+
+# Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
+# non-JPEG image to well under 1 GB. JPEGs are not decoded (see probe).
+MAX_IMAGE_PIXELS = 178_956_970
+# Pillow checks this global in Image.open, before any pixel is decoded: a second line of
+# defence behind the explicit check below, for any code in the process that opens images.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+# The allowlist: the Pillow format each sniffed type may be opened as, and no other. MPO (in
+# _TYPES) is what Pillow calls a JPEG carrying several pictures (many phones write them).
+FORMATS: dict[str, str] = {
+    "image/jpeg": "JPEG",
+    "image/png": "PNG",
+    "image/apng": "PNG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+    "image/bmp": "BMP",
+    "image/tiff": "TIFF",
+}
+_TYPES: dict[str, tuple[str, str]] = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "MPO": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "GIF": ("image/gif", "gif"),
+    "WEBP": ("image/webp", "webp"),
+    "BMP": ("image/bmp", "bmp"),
+    "TIFF": ("image/tiff", "tif"),
+}
+_ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
+
+
+def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = None) -> MediaInfo:
+    """Prove an image whole (decoded, or a JPEG walked) and read its size, frames and EXIF."""
+    described = f"{pillow_format} image"
+
+    def source() -> Path | io.BytesIO:
+        return path if data is None else io.BytesIO(data)
+
+    try:
+        # Pillow's JPEG verify() checks nothing; the others' do.
+        if pillow_format != "JPEG":
+            with Image.open(source(), formats=[pillow_format]) as img:
+                check_pixels(img.size, max_pixels, described)
+                img.verify()
+        # verify() leaves the image unusable; a fresh open reads the pixels and the EXIF.
+        with Image.open(source(), formats=[pillow_format]) as img:
+            check_pixels(img.size, max_pixels, described)
+            pillow_format = img.format or pillow_format
+            width, height = img.size
+            metadata: dict[str, Any] = {"format": pillow_format, "mode": img.mode}
+            if pillow_format in _ANIMATABLE:
+                frame_count = int(getattr(img, "n_frames", 1))
+                img.seek(0)
+                metadata["frame_count"] = frame_count
+                metadata["animated"] = frame_count > 1
+            if pillow_format in {"JPEG", "MPO"}:
+                # Pillow has parsed the headers; the walk proves the rest is there, which a
+                # decode would not (libjpeg pads a missing tail with grey), for a fraction of
+                # its CPU.
+                _check_jpeg(path, data)
+            else:
+                img.load()
+            metadata.update(exif.metadata(img))
+    except jpeg.JpegStructureError as exc:
+        raise errors.CorruptMediaError(f"{described} is damaged: it {exc}") from exc
+    except errors.MediadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise errors.MediaTooLargeError(f"{described} is too large to decode: {exc}") from exc
+    except Exception as exc:
+        raise errors.CorruptMediaError(
+            f"{described} does not decode: {clean.reason(exc, path)}"
+        ) from exc
+
+    mime_type, extension = _TYPES[pillow_format]
+    if metadata.get("orientation") in {5, 6, 7, 8}:
+        # Orientations 5-8 turn the picture a quarter: viewers show it with the sides swapped.
+        width, height = height, width
+    return MediaInfo(mime_type, extension, "image", width, height, None, metadata)
+
+
+def _check_jpeg(path: Path, data: bytes | None) -> None:
+    if data is not None:
+        jpeg.check_structure(data)
+        return
+    # A JPEG too big to have been kept in memory is mapped, not read: the walk touches every
+    # page once, and the page cache already holds them.
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        jpeg.check_structure(mapped)
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None:
+    """MediaTooLargeError unless a picture of `size` is within `max_pixels` (video frames too)."""
+    width, height = size
+    if width * height > max_pixels:
+        raise errors.MediaTooLargeError(
+            f"{described} is {width}x{height} = {width * height} pixels, over the bound of "
+            f"{max_pixels}"
+        )

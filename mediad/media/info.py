@@ -1,0 +1,34 @@
+"""What a probe proved a file to be: `MediaInfo`, built by each prover, returned by probe_file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+MediaKind = Literal["image", "video", "audio", "document"]
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a file is, as proven by a decoder or a JPEG walk; `metadata` is JSON-serialisable."""
+
+    mime_type: str
+    extension: str
+    kind: MediaKind
+    width: int | None = None
+    height: int | None = None
+    duration_seconds: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        """The store's folder for this kind: images, videos, audio or documents."""
+        return _FOLDERS[self.kind]
+
+
+_FOLDERS: dict[MediaKind, str] = {
+    "image": "images",
+    "video": "videos",
+    "audio": "audio",
+    "document": "documents",
+}
