@@ -127,7 +127,7 @@ async def bench(args: argparse.Namespace, tmp: Path, server: SeaweedFS, pg: post
         os.link(f.path, flat / f.path.name)
     url = await pg.create_mediad_database("mediad_archive_bench")
     assert server.pid is not None
-    account = measure.CpuAccount({"SeaweedFS": server.pid})
+    account = measure.CpuAccount({"SeaweedFS": server.pid}, {})
 
     n, big = len(small), str(large.path)
     small_runs: list[Run] = []

@@ -195,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"nginx at {origin.url}; mediad: download.concurrency {bench.concurrency},"
                 f" per_host_concurrency {bench.concurrency} (one host: 127.0.0.1)"
             )
-            account = measure.CpuAccount({"nginx": origin.pid, "PostgreSQL": server.pid})
+            account = measure.CpuAccount({"nginx": origin.pid}, {"PostgreSQL": server.pid})
             photo_runs = fetch_photos(bench, account, photos, origin.url, "photos", "photos")
             if big is not None:
                 big_runs = fetch_big(bench, account, big, origin.url)
@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 latency=latency,
                 module=module,
             ) as delayed:
-                account = measure.CpuAccount({"nginx": delayed.pid, "PostgreSQL": server.pid})
+                account = measure.CpuAccount({"nginx": delayed.pid}, {"PostgreSQL": server.pid})
                 files = photos[:latency_photos]
                 label = latency_label(latency)
                 latency_runs = fetch_photos(bench, account, files, delayed.url, label, "latency")

@@ -155,7 +155,7 @@ async def bench_mediad(
 
     cfg = mediad_config(url, state_dir, concurrency, claim_batch)
     profiler = cProfile.Profile() if profile else None
-    account = measure.CpuAccount({"PostgreSQL": server.pid})
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     wal0 = await server.wal_bytes()
     with account.measure() as split, measure.timed() as sw:
         if profiler is not None:
@@ -248,7 +248,7 @@ async def bench_pgqueuer(
 
         managers.append(qm)
 
-    account = measure.CpuAccount({"PostgreSQL": server.pid})
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     wal0 = await server.wal_bytes()
     try:
         # Timed until every QueueManager has returned: by then each job's outcome is written
@@ -315,7 +315,7 @@ async def bench_procrastinate(
         nonlocal done
         done += 1
 
-    account = measure.CpuAccount({"PostgreSQL": server.pid})
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
         await noop_task.batch_defer_async(*job_payloads(rows))

@@ -203,18 +203,22 @@ class CpuAccount:
     """Measures the machine's busy CPU, this process's and each named server's, around a run.
 
     The host may be shared: what neither the tool nor the servers used was other work, and it is
-    printed with the figures so a slow one can be told from a busy machine. Backends that exit
-    inside the window are counted through the postmaster's reaped-children times.
+    printed with the figures so a slow one can be told from a busy machine. The `settled`
+    servers (PostgreSQL) are read until two readings agree: a backend may be exiting as the run
+    ends, and backends that exited inside the window count through the postmaster's
+    reaped-children times.
     """
 
-    def __init__(self, services: Mapping[str, int]) -> None:
+    def __init__(self, services: Mapping[str, int], settled: Mapping[str, int]) -> None:
         self._services = dict(services)
+        self._settled = dict(settled)
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[CpuSplit]:
         split = CpuSplit()
         machine0, own0 = machine_busy(), own_cpu()
-        services0 = {name: tree_cpu(pid) for name, pid in self._services.items()}
+        everyone = self._services | self._settled
+        services0 = {name: tree_cpu(pid) for name, pid in everyone.items()}
         started = time.perf_counter()
         try:
             yield split
@@ -223,6 +227,7 @@ class CpuAccount:
             split.machine = machine_busy() - machine0
             split.own = own_cpu() - own0
             split.services = {
-                name: settled_tree_cpu(pid) - services0[name]
-                for name, pid in self._services.items()
+                name: tree_cpu(pid) - services0[name] for name, pid in self._services.items()
             }
+            for name, pid in self._settled.items():
+                split.services[name] = settled_tree_cpu(pid) - services0[name]
