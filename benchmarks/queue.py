@@ -7,7 +7,8 @@ Throughput is rows (jobs) per second from the start of consumption until every r
 finished in the database, with a no-op stage/task. For mediad that includes the lease and the
 JSONB events written on claim and on completion, which the script then checks row by row.
 Latency is the delay from an INSERT's commit to `process()` starting in an idle daemon that
-only NOTIFY can wake (the poll interval stays at its 5 s default).
+only NOTIFY can wake (the poll interval stays at its 5 s default). The script exits 1 when a
+run fails its check or a target is missed.
 """
 
 # ruff: noqa: E402 (the imports must follow the sys.path repair below)
@@ -31,17 +32,17 @@ import json
 import math
 import pstats
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
-from benchmarks import _common
-from mediad import config, daemon, migrate, stage, stages
+from benchmarks.harness import measure, postgres, report, targets
+from mediad import config, daemon, stage
 from mediad.config import Config
-from mediad.resources import Resources
+from tests import support
 
 # mediad's target against pgqueuer, on the same database server and job shape.
 TARGET_RATIO = 1.5
@@ -95,7 +96,7 @@ class Throughput:
 
     @property
     def rate(self) -> float:
-        return _common.rate(self.rows, self.seconds)
+        return report.rate(self.rows, self.seconds)
 
     @property
     def pg_us_per_row(self) -> float:
@@ -134,31 +135,12 @@ def mediad_config(url: str, state_dir: Path, concurrency: int, claim_batch: int)
     )
 
 
-def stage_openers(process: stage.Process) -> dict[str, stage.Opener]:
-    """Only a download stage, running `process` instead of the fetcher."""
-
-    @contextlib.asynccontextmanager
-    async def opener(resources: Resources) -> AsyncIterator[stage.Stage]:
-        yield stage.Stage.configured(stages.DOWNLOAD, process, resources.config)
-
-    return {"download": opener}
-
-
 async def noop(row: stage.Row) -> stage.Result:
     return stage.Result()
 
 
-async def vacuum_analyze(url: str) -> None:
-    """Fresh statistics and visibility map for every table, as autovacuum would leave them."""
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("VACUUM ANALYZE")
-    finally:
-        await conn.close()
-
-
 async def bench_mediad(
-    server: _common.Server,
+    server: postgres.Server,
     state_dir: Path,
     rows: int,
     concurrency: int,
@@ -166,23 +148,19 @@ async def bench_mediad(
     profile: bool,
 ) -> Throughput:
     name = f"bench_mediad_c{concurrency}"
-    url = await server.create_database(name)
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate.migrate(conn)
+    url = await server.create_mediad_database(name)
+    async with postgres.connection(url) as conn:
         await conn.execute(INSERT_ROWS, rows)
-    finally:
-        await conn.close()
-    await vacuum_analyze(url)
+    await postgres.vacuum_analyze(url)
 
     cfg = mediad_config(url, state_dir, concurrency, claim_batch)
     profiler = cProfile.Profile() if profile else None
-    meter = _common.CpuMeter(server.pid)
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     wal0 = await server.wal_bytes()
-    with meter.measure(), _common.timed() as sw:
+    with account.measure() as split, measure.timed() as sw:
         if profiler is not None:
             profiler.enable()
-        await daemon.run(cfg, once=True, url=url, openers=stage_openers(noop))
+        await daemon.run(cfg, once=True, url=url, openers=support.trivial_openers(noop))
         if profiler is not None:
             profiler.disable()
     wal = await server.wal_bytes() - wal0
@@ -198,18 +176,15 @@ async def bench_mediad(
         sw.elapsed,
         ok,
         check,
-        meter.client,
-        meter.server,
+        split.own,
+        split.services["PostgreSQL"],
         wal,
     )
 
 
 async def check_mediad(url: str, rows: int) -> tuple[bool, str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with postgres.connection(url) as conn:
         record = await conn.fetchrow(CHECK_ROWS, EXPECTED_EVENTS)
-    finally:
-        await conn.close()
     assert record is not None
     counts = dict(record.items())
     ok = all(value == rows for value in counts.values())
@@ -241,7 +216,7 @@ def job_payloads(rows: int) -> list[dict[str, Any]]:
 
 
 async def bench_pgqueuer(
-    server: _common.Server, rows: int, batch_size: int, consumers: int
+    server: postgres.Server, rows: int, batch_size: int, consumers: int
 ) -> Throughput:
     from pgqueuer import AsyncpgDriver, QueueManager, types
     from pgqueuer.models import Job
@@ -249,15 +224,12 @@ async def bench_pgqueuer(
 
     name = f"bench_pgqueuer_w{consumers}"
     url = await server.create_database(name)
-    setup = await asyncpg.connect(url)
-    try:
+    async with postgres.connection(url) as setup:
         queries = Queries(AsyncpgDriver(setup))
         await queries.install()
         payloads = [json.dumps(p).encode() for p in job_payloads(rows)]
         await queries.enqueue(["noop"] * rows, list(payloads), [0] * rows)
-    finally:
-        await setup.close()
-    await vacuum_analyze(url)
+    await postgres.vacuum_analyze(url)
 
     # pgqueuer's own drain benchmark: several consumers, each a QueueManager on its own
     # asyncpg connection, in drain mode (each returns once the queue is empty).
@@ -276,12 +248,12 @@ async def bench_pgqueuer(
 
         managers.append(qm)
 
-    meter = _common.CpuMeter(server.pid)
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     wal0 = await server.wal_bytes()
     try:
         # Timed until every QueueManager has returned: by then each job's outcome is written
         # (deleted from the queue, logged), as mediad's are when `run --once` returns.
-        with meter.measure(), _common.timed() as sw:
+        with account.measure() as split, measure.timed() as sw:
             await asyncio.gather(
                 *(
                     qm.run(
@@ -297,14 +269,11 @@ async def bench_pgqueuer(
             await conn.close()
     wal = await server.wal_bytes() - wal0
 
-    conn = await asyncpg.connect(url)
-    try:
+    async with postgres.connection(url) as conn:
         left = await conn.fetchval("SELECT count(*) FROM pgqueuer")
         logged = await conn.fetchval(
             "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
         )
-    finally:
-        await conn.close()
     await server.drop_database(name)
     ok = done == rows and left == 0 and logged == rows
     check = (
@@ -318,8 +287,8 @@ async def bench_pgqueuer(
         sw.elapsed,
         ok,
         check,
-        meter.client,
-        meter.server,
+        split.own,
+        split.services["PostgreSQL"],
         wal,
     )
 
@@ -328,7 +297,7 @@ async def bench_pgqueuer(
 
 
 async def bench_procrastinate(
-    server: _common.Server, rows: int, concurrency: int, pool_size: int
+    server: postgres.Server, rows: int, concurrency: int, pool_size: int
 ) -> Throughput:
     import procrastinate
 
@@ -346,14 +315,14 @@ async def bench_procrastinate(
         nonlocal done
         done += 1
 
-    meter = _common.CpuMeter(server.pid)
+    account = measure.CpuAccount({}, {"PostgreSQL": server.pid})
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
         await noop_task.batch_defer_async(*job_payloads(rows))
-        await vacuum_analyze(url)
+        await postgres.vacuum_analyze(url)
         wal0 = await server.wal_bytes()
         # wait=False: the worker returns once no job is left and its running jobs are done.
-        with meter.measure(), _common.timed() as sw:
+        with account.measure() as split, measure.timed() as sw:
             await app.run_worker_async(
                 concurrency=concurrency,
                 wait=False,
@@ -361,13 +330,10 @@ async def bench_procrastinate(
                 listen_notify=False,
             )
         wal = await server.wal_bytes() - wal0
-    conn = await asyncpg.connect(url)
-    try:
+    async with postgres.connection(url) as conn:
         succeeded = await conn.fetchval(
             "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
         )
-    finally:
-        await conn.close()
     await server.drop_database(name)
     ok = done == rows and succeeded == rows
     return Throughput(
@@ -377,8 +343,8 @@ async def bench_procrastinate(
         sw.elapsed,
         ok,
         f"task calls={done}, jobs succeeded={succeeded}",
-        meter.client,
-        meter.server,
+        split.own,
+        split.services["PostgreSQL"],
         wal,
     )
 
@@ -387,11 +353,10 @@ async def bench_procrastinate(
 
 
 async def bench_latency(
-    server: _common.Server, state_dir: Path, samples: int, warmup: int
+    server: postgres.Server, state_dir: Path, samples: int, warmup: int
 ) -> Latency:
-    url = await server.create_database("bench_mediad_latency")
+    url = await server.create_mediad_database("bench_mediad_latency")
     conn = await asyncpg.connect(url)
-    await migrate.migrate(conn)
 
     started: dict[str, float] = {}
     arrived: dict[str, asyncio.Event] = {}
@@ -407,7 +372,9 @@ async def bench_latency(
     cfg = mediad_config(url, state_dir, concurrency=16, claim_batch=100)
     assert cfg.daemon.poll_interval == 5.0
     stop = asyncio.Event()
-    runner = asyncio.create_task(daemon.run(cfg, url=url, openers=stage_openers(record), stop=stop))
+    runner = asyncio.create_task(
+        daemon.run(cfg, url=url, openers=support.trivial_openers(record), stop=stop)
+    )
     result = Latency()
     try:
         for i in range(warmup + samples):
@@ -481,15 +448,15 @@ async def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
 
-    _common.quiet_logging()
-    print(f"queue benchmark: {args.rows:,} rows per system; {_common.machine()}")
+    report.quiet_logging()
+    print(f"queue benchmark: {args.rows:,} rows per system; {report.machine()}")
     print(
         f"targets: mediad >= {TARGET_RATIO}x pgqueuer's rows/s with every lease and event "
         f"written; NOTIFY pickup median < {TARGET_LATENCY_MS:.0f} ms"
     )
     results: list[Throughput] = []
     latency: Latency | None = None
-    with _common.embedded_postgres() as server:
+    with postgres.embedded() as server:
         pg_version = await server.setting("server_version")
         print(f"PostgreSQL {pg_version}, embedded, in {server.pgdata}")
         state_dir = server.pgdata.parent / "state"
@@ -501,16 +468,16 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     result = await bench_mediad(
                         server, state_dir, args.rows, concurrency, args.claim_batch, args.profile
                     )
-                    results.append(report(result))
+                    results.append(print_result(result))
             if "pgqueuer" not in skip:
                 for consumers in args.pgqueuer_consumers:
                     result = await bench_pgqueuer(server, args.rows, args.pgqueuer_batch, consumers)
-                    results.append(report(result))
+                    results.append(print_result(result))
         if "procrastinate" not in skip:
             result = await bench_procrastinate(
                 server, args.rows, args.procrastinate_concurrency, args.procrastinate_pool
             )
-            results.append(report(result))
+            results.append(print_result(result))
         if "latency" not in skip:
             print(f"  latency: {args.latency_samples} single-row INSERTs into an idle daemon ...")
             latency = await bench_latency(server, state_dir, args.latency_samples, warmup=5)
@@ -518,7 +485,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     return summarize(results, latency)
 
 
-def report(result: Throughput) -> Throughput:
+def print_result(result: Throughput) -> Throughput:
     status = "OK" if result.ok else "FAILED"
     print(
         f"  {result.system:<14} {result.setting:<34} {result.rate:>8,.0f} rows/s "
@@ -534,60 +501,43 @@ def best(results: list[Throughput], system: str) -> Throughput | None:
 
 
 def summarize(results: list[Throughput], latency: Latency | None) -> int:
-    verdicts: list[bool] = []
-    _common.print_table(
+    """Every table, each judging its targets; the exit status (1 when any is missed)."""
+    verdict = targets.Verdict()
+    report.print_table(
         "Throughput: claim -> no-op -> complete, timed until every row is finished in the database",
-        [
-            "system",
-            "setting",
-            "rows",
-            "seconds",
-            "rows/s",
-            "PG CPU us/row",
-            "client CPU us/row",
-            "WAL B/row",
-            "check",
-        ],
-        [
-            [
-                r.system,
-                r.setting,
-                r.rows,
-                r.seconds,
-                r.rate,
-                r.pg_us_per_row,
-                r.client_us_per_row,
-                r.wal_per_row,
-                "OK" if r.ok else "FAILED",
-            ]
-            for r in results
-        ],
-    )
-    verdicts.extend(r.ok for r in results)
+        ["system", "setting", "rows", "seconds", "rows/s", "PG CPU us/row", "client CPU us/row",
+         "WAL B/row", "check"],
+        [[r.system, r.setting, r.rows, r.seconds, r.rate, r.pg_us_per_row, r.client_us_per_row,
+          r.wal_per_row, "OK" if r.ok else "FAILED"] for r in results],
+    )  # fmt: skip
+    verdict.check(r.ok for r in results)
 
     mediad = best(results, "mediad")
     rows: list[list[Any]] = []
     for other in ("pgqueuer", "procrastinate"):
         them = best(results, other)
         if mediad is None or them is None:
+            if other == "pgqueuer":
+                verdict.not_measured("the ratio to pgqueuer")
             continue
         ratio = mediad.rate / them.rate
-        targeted = other == "pgqueuer"
-        if targeted:
-            verdicts.append(ratio >= TARGET_RATIO)
+        target_cell = met = "-"
+        if other == "pgqueuer":
+            target = verdict.judge(targets.Target("rows/s mediad / pgqueuer", ratio, TARGET_RATIO))
+            target_cell, met = target.goal_text, target.met_text
         rows.append(
             [
                 f"mediad / {other}",
                 f"{mediad.rate:,.0f} / {them.rate:,.0f}",
                 f"{ratio:.2f}x",
-                f">= {TARGET_RATIO}x" if targeted else "-",
-                ("yes" if ratio >= TARGET_RATIO else "NO") if targeted else "-",
+                target_cell,
+                met,
                 f"{mediad.pg_us_per_row:,.0f} / {them.pg_us_per_row:,.0f}",
                 f"{mediad.client_us_per_row:,.0f} / {them.client_us_per_row:,.0f}",
             ]
         )
     if rows:
-        _common.print_table(
+        report.print_table(
             "Ratios, best run of each (mediad also writes a lease and JSONB events per row)",
             ["ratio", "rows/s", "value", "target", "met", "PG CPU us/row", "client CPU us/row"],
             rows,
@@ -597,59 +547,50 @@ def summarize(results: list[Throughput], latency: Latency | None) -> int:
             "On 2 cores the database's CPU per row bounds the rate.)"
         )
 
-    if latency is not None:
-        med = _common.median(latency.samples_ms)
-        met = med < TARGET_LATENCY_MS and latency.missed == 0
-        verdicts.append(met)
-        _common.print_table(
+    if latency is None:
+        verdict.not_measured("the pickup latency")
+    else:
+        pickup = verdict.judge(
+            targets.Target(
+                "NOTIFY pickup median",
+                report.median(latency.samples_ms),
+                TARGET_LATENCY_MS,
+                " ms",
+                below=True,
+            )
+        )
+        # A row never picked up fails the benchmark whatever the median.
+        verdict.check([latency.missed == 0])
+        met = "yes" if pickup.met and latency.missed == 0 else "NO"
+        report.print_table(
             "Pickup latency: idle daemon, woken by NOTIFY only (poll_interval 5s)",
             ["measure", "samples", "median ms", "p90 ms", "p99 ms", "max ms", "target", "met"],
             [
-                [
+                latency_row(
                     "INSERT commit -> process()",
-                    len(latency.samples_ms),
-                    med,
-                    _common.percentile(latency.samples_ms, 90),
-                    _common.percentile(latency.samples_ms, 99),
-                    max(latency.samples_ms, default=math.nan),
-                    f"median < {TARGET_LATENCY_MS:.0f} ms",
-                    "yes" if met else "NO",
-                ],
-                [
-                    "INSERT sent -> process()",
-                    len(latency.from_send_ms),
-                    _common.median(latency.from_send_ms),
-                    _common.percentile(latency.from_send_ms, 90),
-                    _common.percentile(latency.from_send_ms, 99),
-                    max(latency.from_send_ms, default=math.nan),
-                    "-",
-                    "-",
-                ],
+                    latency.samples_ms,
+                    f"median {pickup.goal_text}",
+                    met,
+                ),
+                latency_row("INSERT sent -> process()", latency.from_send_ms, "-", "-"),
             ],
         )
         if latency.missed:
             print(f"  {latency.missed} row(s) not picked up within 10 s (NOTIFY missed)")
+    return verdict.exit_status()
 
-    print()
-    if not verdicts:
-        print("nothing measured")
-        return 1
-    unmeasured = [
-        name
-        for name, measured in (
-            ("the ratio to pgqueuer", best(results, "pgqueuer") and mediad),
-            ("the pickup latency", latency),
-        )
-        if not measured
+
+def latency_row(measure: str, samples_ms: list[float], target: str, met: str) -> list[Any]:
+    return [
+        measure,
+        len(samples_ms),
+        report.median(samples_ms),
+        report.percentile(samples_ms, 90),
+        report.percentile(samples_ms, 99),
+        max(samples_ms, default=math.nan),
+        target,
+        met,
     ]
-    if all(verdicts) and unmeasured:
-        print("targets met where measured; not measured: " + ", ".join(unmeasured))
-        return 0
-    if all(verdicts):
-        print("ALL TARGETS MET")
-        return 0
-    print("TARGETS NOT MET: see the tables above")
-    return 1
 
 
 if __name__ == "__main__":

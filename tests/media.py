@@ -56,6 +56,29 @@ def jpeg_with_exif(
     quality: int = 90,
 ) -> bytes:
     """A camera-style JPEG: Make/Model/Orientation in IFD0, DateTimeOriginal, a GPS IFD."""
+    exif = camera_exif(
+        make=make,
+        model=model,
+        taken_at=taken_at,
+        gps=gps,
+        altitude=altitude,
+        orientation=orientation,
+    )
+    buf = io.BytesIO()
+    noise_image(width, height, seed=seed).save(buf, "JPEG", exif=exif, quality=quality)
+    return buf.getvalue()
+
+
+def camera_exif(
+    *,
+    make: str | None = "Canon",
+    model: str | None = "EOS R5",
+    taken_at: datetime | None = TAKEN_AT,
+    gps: tuple[float, float] | None = EIFFEL_TOWER,
+    altitude: float | None = None,
+    orientation: int = 1,
+) -> Image.Exif:
+    """The EXIF block a camera writes, for any JPEG a caller encodes (`jpeg_with_exif`'s)."""
     exif = Image.Exif()
     if make is not None:
         exif[ExifTags.Base.Make] = make
@@ -77,9 +100,7 @@ def jpeg_with_exif(
         if altitude is not None:
             gps_ifd[ExifTags.GPS.GPSAltitudeRef] = b"\x00" if altitude >= 0 else b"\x01"
             gps_ifd[ExifTags.GPS.GPSAltitude] = _rational(abs(altitude), 100)
-    buf = io.BytesIO()
-    noise_image(width, height, seed=seed).save(buf, "JPEG", exif=exif, quality=quality)
-    return buf.getvalue()
+    return exif
 
 
 def _rational(value: float, denominator: int) -> TiffImagePlugin.IFDRational:

@@ -1,0 +1,216 @@
+"""The files measured: camera photos and one big MP4 (cached between runs), random stored files."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from benchmarks.harness import report
+from mediad.storage.local import Store, StoredFile
+
+# What a platform serves as a photo.
+SMALL_MIN, SMALL_MAX = 50_000, 300_000
+# Distinct pictures encoded; every photo is one of them plus its own JPEG comment (COM)
+# segment, so all photos are real, decodable JPEGs with distinct bytes (no dedup).
+BASE_PHOTOS = 200
+# Part of every cached corpus's name: bump it when what is generated changes.
+CORPUS_VERSION = "v2"
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    name: str  # path below the corpus root (nginx's root)
+    size: int
+    md5: str
+    sha256: str
+
+
+def make_photo(target: int, seed: int) -> bytes:
+    """A 4:3 camera-style JPEG within 3 % of `target` bytes.
+
+    Seeded noise upscaled 4x: smooth enough to cost about 0.4 byte per pixel like a real
+    photo, so a 300 kB photo is about 1000x750 pixels (what a platform serves), not a small
+    block of pure noise. Its EXIF (make, model, time taken, GPS) makes probing read real EXIF.
+    """
+    from PIL import Image
+
+    from tests import media
+
+    rng = random.Random(seed)
+    exif = media.camera_exif(
+        taken_at=datetime(2024, 5, 1 + seed % 28, 7, 8, 9),
+        gps=(rng.uniform(0, 80), rng.uniform(0, 170)),
+    )
+    pixels = target / 0.41
+    data = b""
+    for _ in range(8):
+        width = max(16, round(math.sqrt(pixels * 4 / 3) / 4) * 4)
+        height = max(12, round(width * 3 / 4 / 4) * 4)
+        small = media.noise_image(width // 4, height // 4, seed=seed)
+        buf = io.BytesIO()
+        small.resize((width, height), Image.Resampling.BICUBIC).save(
+            buf, "JPEG", quality=85, exif=exif
+        )
+        data = buf.getvalue()
+        error = len(data) / target
+        if abs(error - 1) <= 0.03:
+            break
+        pixels /= error
+    return data
+
+
+def _make_photo_job(job: tuple[int, int]) -> bytes:
+    return make_photo(*job)
+
+
+def with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """`jpeg` with a COM segment holding `text` after its APPn segments (JFIF/EXIF stay first)."""
+    if jpeg[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG")
+    pos = 2
+    while jpeg[pos] == 0xFF and 0xE0 <= jpeg[pos + 1] <= 0xEF:
+        (length,) = struct.unpack(">H", jpeg[pos + 2 : pos + 4])
+        pos += 2 + length
+    segment = b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text
+    return jpeg[:pos] + segment + jpeg[pos:]
+
+
+def _write_readable(path: Path, data: bytes) -> None:
+    # nginx workers run as `nobody` when the master is root: the corpus must be world-readable.
+    path.write_bytes(data)
+    path.chmod(0o644)
+
+
+def photos(cache: Path, count: int) -> list[CorpusFile]:
+    """`count` distinct photos under `cache`, generated once and reused while the cache lives."""
+    folder = f"photos-{CORPUS_VERSION}-n{count}"
+    directory = cache / folder
+    manifest = directory / "manifest.json"
+    if manifest.exists():
+        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(mode=0o755, parents=True)
+    directory.chmod(0o755)
+    started = time.perf_counter()
+    bases = min(BASE_PHOTOS, count)
+    rng = random.Random(20240506)
+    jobs = [(rng.randint(SMALL_MIN + 2_000, SMALL_MAX - 9_000), seed) for seed in range(bases)]
+    print(f"generating {count:,} photos from {bases} encoded pictures ...", flush=True)
+    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        base_photos = list(pool.map(_make_photo_job, jobs))
+    files: list[CorpusFile] = []
+    for index in range(count):
+        data = with_comment(base_photos[index % bases], f"mediad-bench photo {index}".encode())
+        name = f"{index:05d}.jpg"
+        _write_readable(directory / name, data)
+        files.append(
+            CorpusFile(
+                f"{folder}/{name}",
+                len(data),
+                hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                hashlib.sha256(data).hexdigest(),
+            )
+        )
+    _check_photo_decodes(directory / files[-1].name.rpartition("/")[2])
+    manifest.write_text(json.dumps([vars(f) for f in files]))
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return files
+
+
+def _check_photo_decodes(path: Path) -> None:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+
+
+def big_mp4(cache: Path, size: int) -> CorpusFile:
+    """One real MP4 of exactly `size` bytes: a short H.264/AAC movie, then a huge `free` box.
+
+    `free` (ISO/IEC 14496-12 4.1) is a top-level box every reader skips. The movie's boxes
+    come first (ftyp, mdat, moov), so FFmpeg's mov demuxer has all it needs before the padding
+    and seeks over it: probing costs the same for 2 GB as for 2 MB.
+    """
+    name = f"big-{CORPUS_VERSION}-{size}.mp4"
+    path = cache / name
+    sidecar = cache / f"{name}.json"
+    if sidecar.exists() and path.exists() and path.stat().st_size == size:
+        return CorpusFile(**json.loads(sidecar.read_text()))
+    from tests import media
+
+    cache.mkdir(mode=0o755, parents=True, exist_ok=True)
+    started = time.perf_counter()
+    movie = media.mp4(seconds=4, width=640, height=360, fps=25, audio=True, seed=7)
+    padding = size - len(movie)
+    if padding < 16:
+        raise SystemExit(f"--big-size must be more than {len(movie) + 16} bytes")
+    print(
+        f"generating a {size / report.MB:,.0f} MB MP4 ({len(movie):,} bytes of movie) ...",
+        flush=True,
+    )
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha256 = hashlib.sha256()
+    # A 64-bit box size (size field 1, then largesize), so any --big-size works.
+    header = struct.pack(">I4sQ", 1, b"free", padding)
+    block = random.Random(size).randbytes(8 * 1024 * 1024)
+    with path.open("wb") as out:
+        for chunk in (movie, header):
+            out.write(chunk)
+            md5.update(chunk)
+            sha256.update(chunk)
+        left = padding - len(header)
+        while left > 0:
+            chunk = block[: min(left, len(block))]
+            out.write(chunk)
+            md5.update(chunk)
+            sha256.update(chunk)
+            left -= len(chunk)
+    path.chmod(0o644)
+    entry = CorpusFile(name, size, md5.hexdigest(), sha256.hexdigest())
+    sidecar.write_text(json.dumps(vars(entry)))
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return entry
+
+
+def warm_page_cache(root: Path, files: Sequence[CorpusFile]) -> None:
+    """Read every source file once, so no tool pays for the origin's first disk read."""
+    buffer = bytearray(1024 * 1024)
+    for f in files:
+        with open(root / f.name, "rb", buffering=0) as handle:
+            while handle.readinto(buffer):
+                pass
+
+
+def stored_files(
+    store: Store, count: int, large_mb: int, seed: int
+) -> tuple[list[StoredFile], StoredFile]:
+    """`count` small files and one of `large_mb` MiB, random bytes (for stages that never
+    decode), through the store's own temp-file-and-commit path (so digests are real)."""
+    rng = random.Random(seed)
+    small = []
+    for _ in range(count):
+        with store.open_temp() as tmp:
+            tmp.write(rng.randbytes(rng.randint(SMALL_MIN, SMALL_MAX)))
+            small.append(store.commit(tmp, "documents", "bin"))
+    chunk = 64 * 1024 * 1024
+    remaining = large_mb * 1024 * 1024
+    with store.open_temp() as tmp:
+        while remaining:
+            piece = min(chunk, remaining)
+            tmp.write(rng.randbytes(piece))
+            remaining -= piece
+        large = store.commit(tmp, "videos", "bin")
+    return small, large

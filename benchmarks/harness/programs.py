@@ -1,0 +1,74 @@
+"""The programs a benchmark runs: where they are found or installed, and their environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# nginx lives in /usr/sbin, which a non-root PATH often lacks.
+_SBIN = "/usr/sbin:/usr/local/sbin:/sbin"
+
+
+def find(name: str) -> str | None:
+    """`name` beside this Python (a venv's scripts: s5cmd, aws, py-spy), else on PATH or sbin."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + _SBIN)
+
+
+def require(name: str, hint: str) -> str:
+    """`find(name)`, or exit saying how to get it."""
+    found = find(name)
+    if found is None:
+        raise SystemExit(f"{name} is not installed: {hint}")
+    return found
+
+
+def require_all(
+    needed: Mapping[str, str], install: Sequence[Sequence[str]] | None, how: str
+) -> dict[str, str]:
+    """The path of every program in `needed` (name: what it is for), installing the missing with
+    `apt_install(*install)` when given; else exit naming them and `how` to install them."""
+    missing = sorted(name for name in needed if find(name) is None)
+    if missing and install:
+        print(f"installing {', '.join(missing)} with apt-get ...", flush=True)
+        apt_install(*install)
+        missing = sorted(name for name in needed if find(name) is None)
+    if missing:
+        lines = [f"  {name}: needed for {needed[name]}" for name in missing]
+        raise SystemExit("missing programs:\n" + "\n".join(lines) + "\n" + how)
+    return {name: path for name in needed if (path := find(name)) is not None}
+
+
+def mediad_command() -> list[str]:
+    """The mediad of this Python's environment (its console script, else `python -m mediad`)."""
+    script = Path(sys.executable).parent / "mediad"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mediad"]
+
+
+def apt_install(*choices: Sequence[str]) -> None:
+    """apt-get update, then install the first of `choices` (package lists) that installs."""
+    if os.geteuid() != 0:
+        raise SystemExit("--install-tools needs root (apt-get); run it with sudo")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    for packages in choices[:-1]:
+        if subprocess.run(["apt-get", "install", "-y", "-q", *packages], env=env).returncode == 0:
+            return
+    subprocess.run(["apt-get", "install", "-y", "-q", *choices[-1]], check=True, env=env)
+
+
+def clean_environment(settings: Mapping[str, str]) -> dict[str, str]:
+    """This environment without what a run must not inherit (MEDIAD_*, AWS_*, proxies), plus
+    `settings`: a run's configuration comes from the benchmark alone."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MEDIAD_", "AWS_")) and key not in ("http_proxy", "https_proxy")
+    }
+    return env | dict(settings)
