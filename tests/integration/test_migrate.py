@@ -58,6 +58,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0001_post_media",
             "0002_storage_node",
             "0003_timestamps",
+            "0004_platform_hosts",
         ]
         columns = {
             r["column_name"]

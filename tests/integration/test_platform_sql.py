@@ -61,12 +61,12 @@ async def test_platform_is_other_for_lookalikes_and_garbage(pool: asyncpg.Pool[A
     assert found == dict.fromkeys(LOOKALIKES_AND_GARBAGE, "other")
 
 
-@pytest.mark.xfail(strict=True, reason="mediad_platform (sql/0001) takes the host as written")
 @pytest.mark.parametrize(
     "url",
     [
         pytest.param("https://www.x.com./home", id="trailing-dot"),
         pytest.param(" https://x.com/nasa/status/1", id="leading-space"),
+        pytest.param("https://a@b@twitter.com/media/x.jpg", id="userinfo-with-at"),
     ],
 )
 async def test_platform_reads_the_host_a_fetch_would_reach(
