@@ -236,10 +236,8 @@ async def _list(cfg: config.Config, args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return EXIT_OK
         for row in rows:
-            print(
-                f"{row['media_id']}  {row['download_status']:<11} {row['archive_status']:<11} "
-                f"{row['ai_analysis_status']:<11} {row['error_code'] or '-':<16} {row['media_url']}"
-            )
+            statuses = "".join(f"{row[d.status_column]:<12}" for d in stages.ALL)
+            print(f"{row['media_id']}  {statuses}{row['error_code'] or '-':<16} {row['media_url']}")
         return EXIT_OK
 
     return await _with_pool(cfg, work)

@@ -349,12 +349,12 @@ RETURNING media_id;
 
 -- list_rows --
 -- Rows, newest first, optionally of one post and/or with one status in any stage.
-SELECT media_id, post_id, platform, media_type, media_url, download_status, archive_status,
-    ai_analysis_status, error_code, local_file_path, hosted_url, archive_url, sha256_sum,
-    file_size, mime_type, created_at, updated_at
+SELECT media_id, post_id, platform, media_type, media_url, {status_columns}, error_code,
+    local_file_path, hosted_url, archive_url, sha256_sum, file_size, mime_type, created_at,
+    updated_at
 FROM post_media
 WHERE ($1::text IS NULL OR post_id = $1)
-  AND ($2::text IS NULL OR $2 IN (download_status, archive_status, ai_analysis_status))
+  AND ($2::text IS NULL OR $2 IN ({status_columns}))
 ORDER BY created_at DESC, media_id
 LIMIT $3;
 
