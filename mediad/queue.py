@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import structlog
 
 from mediad import events, queries, stages
 from mediad.queries import Registry
 from mediad.stage import Result, Row, Stage
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,25 @@ class StageQueue:
         self.lease = lease
 
     async def claim(self, limit: int) -> list[Row]:
-        """Lease up to `limit` due rows."""
+        """Lease up to `limit` due rows; rows whose worker died on their last attempt are failed
+        (worker_lost) instead, and not returned."""
         records = await self._pool.fetch(
-            self._sql["claim"], self.owner, limit, self.lease, self._stage.storage_node
+            self._sql["claim"],
+            self.owner,
+            limit,
+            self.lease,
+            self._stage.storage_node,
+            self._stage.max_attempts,
         )
-        return [Row.from_record(r) for r in records]
+        rows = []
+        for record in records:
+            fields = dict(record.items())
+            if fields.pop("lost"):
+                log.error("row_failed", error_code="worker_lost", media_id=record["media_id"],
+                          stage=self._stage.name, attempt=record["attempt"])  # fmt: skip
+            else:
+                rows.append(Row(**fields))
+        return rows
 
     async def heartbeat(self, rows: Sequence[Row]) -> set[str]:
         """Extend the leases of `rows`; returns the media_ids still ours."""

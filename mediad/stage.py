@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
 if TYPE_CHECKING:
     from mediad.config import Config
     from mediad.resources import Resources
@@ -46,10 +44,6 @@ class Row:
     duration_seconds: float | None = None
     metadata: Any = None
     archive_url: str | None = None
-
-    @classmethod
-    def from_record(cls, record: asyncpg.Record) -> Row:
-        return cls(**dict(record.items()))
 
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")

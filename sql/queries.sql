@@ -10,9 +10,11 @@
 -- Lease a batch of due rows of one stage, closest to URL expiry first, then oldest; count the
 -- attempt and log its start. A stage that reads the local file passes its storage node ($4)
 -- and takes only the rows stored there (or stored before rows recorded their node); others
--- pass NULL.
+-- pass NULL. A row whose lease lapsed on its last allowed attempt ($5) had its worker die
+-- under it each time it was tried: it is failed here (worker_lost), never handed out again,
+-- and returned with `lost` set.
 WITH due AS MATERIALIZED (
-    SELECT media_id
+    SELECT media_id, {status} = 'started' AND {stage}_attempts >= $5 AS lost
     FROM post_media
     WHERE {due}
       AND ($4::text IS NULL OR storage_node IS NULL OR storage_node = $4)
@@ -21,20 +23,31 @@ WITH due AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE post_media AS p
-SET {status} = 'started',
+SET {status} = CASE WHEN due.lost THEN 'failed' ELSE 'started' END,
     updated_at = now(),
-    {stage}_lease_owner = $1,
-    {stage}_lease_expires_at = now() + make_interval(secs => $3),
+    {stage}_lease_owner = CASE WHEN due.lost THEN NULL ELSE $1 END,
+    {stage}_lease_expires_at = CASE WHEN due.lost THEN NULL
+        ELSE now() + make_interval(secs => $3) END,
     {stage}_next_attempt_at = NULL,
-    {stage}_attempts = p.{stage}_attempts + 1,
-    ai_analysis_log = p.ai_analysis_log || mediad_event('{started_event}', 'info', jsonb_strip_nulls(
-        jsonb_build_object(
+    {stage}_attempts = p.{stage}_attempts + CASE WHEN due.lost THEN 0 ELSE 1 END,
+    error_code = CASE WHEN due.lost THEN 'worker_lost' ELSE p.error_code END,
+    last_error = CASE WHEN due.lost THEN format('the lease of attempt %s of %s lapsed without a'
+        ' result: the worker died processing the row; not tried again', p.{stage}_attempts, $5)
+        ELSE p.last_error END,
+    ai_analysis_log = p.ai_analysis_log || CASE WHEN due.lost
+        THEN mediad_event('{failed_event}', 'failure', jsonb_build_object(
+            'attempt', p.{stage}_attempts,
+            'error_code', 'worker_lost',
+            'error', 'the worker died processing the row on its last allowed attempt',
+            'worker', p.{stage}_lease_owner))
+        ELSE mediad_event('{started_event}', 'info', jsonb_strip_nulls(jsonb_build_object(
             'attempt', p.{stage}_attempts + 1,
             'worker', $1::text,
             'reclaimed_from', CASE WHEN p.{status} = 'started' THEN p.{stage}_lease_owner END)))
+        END
 FROM due
 WHERE p.media_id = due.media_id
-RETURNING p.media_id, p.{stage}_attempts AS attempt{returning};
+RETURNING due.lost, p.media_id, p.{stage}_attempts AS attempt{returning};
 
 -- heartbeat --
 -- Extend the leases this worker still holds; the rows not returned were lost to another worker.

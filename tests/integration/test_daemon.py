@@ -295,3 +295,27 @@ async def _expiry(pool: asyncpg.Pool[Any], media_id: str) -> float:
 
 async def _expiry_after(pool: asyncpg.Pool[Any], media_id: str, when: float) -> bool:
     return await _expiry(pool, media_id) > when
+
+
+async def test_a_poison_row_is_failed_without_being_processed(
+    db_url: str, pool: asyncpg.Pool[Any]
+) -> None:
+    """run --once fails a row whose worker died on its last attempt (worker_lost) without
+    handing it to the stage again, and processes the others."""
+    poisoned, healthy = await insert_rows(pool, 2)
+    await pool.execute(
+        "UPDATE post_media SET download_status = 'started', download_attempts = 5,"
+        " download_lease_owner = 'gone:1', download_lease_expires_at = now() - interval '1s'"
+        " WHERE media_id = $1",
+        poisoned,
+    )
+    seen: list[str] = []
+
+    async def process(r: Row) -> Result:
+        seen.append(r.media_id)
+        return Result()
+
+    await run_once(db_url, process, download_max_attempts="5")
+    assert seen == [healthy]
+    r = await row(pool, poisoned)
+    assert (r["download_status"], r["error_code"]) == ("failed", "worker_lost")

@@ -206,3 +206,45 @@ async def test_requeue_puts_failed_rows_back(pool: asyncpg.Pool[Any]) -> None:
     r = await row(pool, ids[0])
     assert (r["download_status"], r["download_attempts"]) == ("not_started", 0)
     assert r["ai_analysis_log"][-1]["event"] == "requeued"
+
+
+async def test_a_row_whose_worker_died_on_every_attempt_fails_worker_lost(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A row left `started` with a lapsed lease on its last allowed attempt (its worker died
+    each time) is failed worker_lost at the next claim and never handed out again."""
+    [poisoned, alive] = await insert_rows(pool, 2)
+    q = queue(pool, "w")
+    limit = make_config().download.max_attempts
+    await pool.execute(
+        "UPDATE post_media SET download_status = 'started', download_attempts = $2,"
+        " download_lease_owner = 'dead:1', download_lease_expires_at = now() - interval '1s'"
+        " WHERE media_id = $1",
+        poisoned,
+        limit,
+    )
+    claimed = await q.claim(10)
+    assert [r.media_id for r in claimed] == [alive]
+    r = await row(pool, poisoned)
+    assert (r["download_status"], r["error_code"]) == ("failed", "worker_lost")
+    assert r["download_attempts"] == limit
+    assert r["download_lease_owner"] is None
+    failed = r["ai_analysis_log"][-1]
+    assert (failed["event"], failed["details"]["error_code"]) == ("download_failed", "worker_lost")
+    assert failed["details"]["worker"] == "dead:1"
+    assert await q.claim(10) == []
+
+
+async def test_a_lapsed_lease_with_attempts_left_is_reclaimed(pool: asyncpg.Pool[Any]) -> None:
+    """A lapsed lease before the last attempt is simply taken over, as a dead host's rows are."""
+    [media_id] = await insert_rows(pool, 1)
+    q = queue(pool, "w")
+    await pool.execute(
+        "UPDATE post_media SET download_status = 'started', download_attempts = $1,"
+        " download_lease_owner = 'dead:1', download_lease_expires_at = now() - interval '1s'",
+        make_config().download.max_attempts - 1,
+    )
+    [claimed] = await q.claim(10)
+    assert (claimed.media_id, claimed.attempt) == (media_id, make_config().download.max_attempts)
+    r = await row(pool, media_id)
+    assert r["ai_analysis_log"][-1]["details"]["reclaimed_from"] == "dead:1"
