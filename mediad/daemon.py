@@ -22,7 +22,7 @@ import structlog
 
 from mediad import db, errors, migrate, queries, stages, systemd
 from mediad.config import Config
-from mediad.pool import StagePool
+from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
 from mediad.queue import StageQueue
 from mediad.resources import Resources
@@ -278,7 +278,14 @@ async def _stop_when_drained(pools: list[StagePool], stop: asyncio.Event) -> Non
         for pool in pools:
             await pool.idle.wait()
         working = [p for p in pools if not p.paused]
-        due = sum([await p.queue.count_due() for p in working])
+        try:
+            due = sum([await p.queue.count_due() for p in working])
+        except DB_ERRORS as exc:
+            # The database is away (a restart): ask again once it answers; never stop on it.
+            log.warning("count_due_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            continue
         if due == 0 and all(p.idle.is_set() for p in pools):
             log.info("queue_drained")
             stop.set()

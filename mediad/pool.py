@@ -31,7 +31,7 @@ from mediad.stage import Row, Stage
 log = structlog.get_logger(__name__)
 
 # Database hiccups (a restart, a dropped connection) are waited out, never fatal.
-_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 _WRITERS = 2
 
 
@@ -130,7 +130,7 @@ class StagePool:
             limit = min(free, self.claim_batch)
             try:
                 claimed = await self.queue.claim(limit)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._log.warning("claim_failed", error=str(exc))
                 # Not idle: the queue was not looked at, so run --once must neither stop nor
                 # spin on it; look again in a second.
@@ -251,7 +251,7 @@ class StagePool:
             try:
                 written = await asyncio.shield(self.queue.finish(batch))
                 break
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 # Keep the rows in flight: if the lease lapses meanwhile, the fence drops
                 # this late write and another worker's result stands.
                 self._log.warning("finish_failed", error=str(exc), rows=len(batch))
@@ -284,7 +284,7 @@ class StagePool:
             rows = [job.row for job in self._jobs.values()]
             try:
                 held = await self.queue.heartbeat(rows)
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self._log.warning("heartbeat_failed", error=str(exc))
                 continue
             for row in rows:
