@@ -93,6 +93,14 @@ def _parse_positive_int(value: object) -> int:
     return number
 
 
+def _parse_non_negative_float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    return float(value)
+
+
 def _parse_bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -242,8 +250,42 @@ class ArchiveConfig:
 @dataclass(frozen=True)
 class AnalysisConfig:
     enabled: bool = _key(False, _parse_bool)
+    # "local": offline on this CPU (OCR, perceptual hashes, colours); "openai": any
+    # OpenAI-compatible chat-completions endpoint with vision.
+    backend: str = _key("local", _one_of("local", "openai"))
     concurrency: int = _key(2, _parse_positive_int)
     max_attempts: int = _key(5, _parse_positive_int)
+    # openai: the API base, e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1.
+    endpoint_url: str = _key("", _parse_str)
+    model: str = _key("", _parse_str)
+    # Empty: the built-in prompt. prompt_file reads it from a file instead.
+    prompt: str = _key("", _parse_str)
+    prompt_file: str = _key("", _parse_str)
+    # Long side of the JPEG sent; originals never leave the host.
+    max_image_px: int = _key(1024, _parse_positive_int)
+    # The longest answer read; a longer one is a bad response.
+    max_response_size: int = _key("1MiB", parse_size)
+    max_output_tokens: int = _key(800, _parse_positive_int)
+    # Client-side limits across the pool (0: none).
+    requests_per_minute: int = _key(0, _parse_int)
+    tokens_per_minute: int = _key(0, _parse_int)
+    # USD per million tokens, for cost accounting; daily_budget 0 means none.
+    input_price_per_mtok: float = _key(0.0, _parse_non_negative_float)
+    output_price_per_mtok: float = _key(0.0, _parse_non_negative_float)
+    daily_budget: float = _key(0.0, _parse_non_negative_float)
+    timeout: float = _key("120s", parse_duration)
+    # When credentials, the model or the quota fail, the stage pauses this long, doubling while
+    # it lasts, up to outage_pause_max. No row fails for it.
+    outage_pause: float = _key("30s", parse_duration)
+    outage_pause_max: float = _key("30m", parse_duration)
+    # `mediad duplicates`: the largest Hamming distance of perceptual hashes called near.
+    near_duplicate_distance: int = _key(10, _parse_int)
+
+    def prompt_text(self) -> str:
+        """The prompt: prompt_file's text, else prompt; empty for the built-in one."""
+        if self.prompt_file:
+            return Path(self.prompt_file).read_text(encoding="utf-8")
+        return self.prompt
 
 
 @dataclass(frozen=True)
@@ -301,6 +343,11 @@ def _env_value(raw: str, parse: Callable[[object], Any]) -> object:
     if parse in (_parse_int, _parse_positive_int):
         try:
             return int(text)
+        except ValueError:
+            return raw
+    if parse is _parse_non_negative_float:
+        try:
+            return float(text)
         except ValueError:
             return raw
     if parse is _parse_bool:
@@ -386,6 +433,19 @@ def _check(config: Config) -> None:
         raise errors.ConfigError("archive.outage_pause_max: must not be less than outage_pause")
     if config.storage.evict_interval <= 0:
         raise errors.ConfigError("storage.evict_interval: must be more than 0s")
+    analysis = config.analysis
+    if analysis.prompt_file:
+        try:
+            analysis.prompt_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.ConfigError(f"analysis.prompt_file: {exc}") from None
+    if analysis.enabled and analysis.backend == "local":
+        raise errors.ConfigError('analysis.backend: "local" is not in this build yet; use "openai"')
+    if analysis.enabled and analysis.backend == "openai":
+        if not analysis.endpoint_url:
+            raise errors.ConfigError('analysis.endpoint_url: required with backend = "openai"')
+        if not analysis.model:
+            raise errors.ConfigError('analysis.model: required with backend = "openai"')
     for declaration in stages.ALL:
         if declaration.implementation is None and declaration.enabled(config):
             raise errors.ConfigError(

@@ -531,3 +531,52 @@ SELECT media_id, media_url, url_expires_at, local_file_path, hosted_url, archive
     archive_url
 FROM post_media
 WHERE media_id = $1;
+
+-- analysis_cached --
+-- The analysis already made of these bytes ($1) with this backend, model and prompt.
+SELECT result FROM mediad_analysis_cache
+WHERE sha256 = $1 AND backend = $2 AND model = $3 AND prompt_sha256 = $4;
+
+-- analysis_cache --
+-- Keep an analysis for the next rows with the same bytes (the first one kept stands).
+INSERT INTO mediad_analysis_cache (sha256, backend, model, prompt_sha256, result)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING;
+
+-- analysis_spent --
+-- Add one request's tokens and cost to today's (UTC) spend.
+INSERT INTO mediad_analysis_spend AS s
+    (day, backend, model, requests, prompt_tokens, completion_tokens, cost_usd)
+VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, 1, $3, $4, $5)
+ON CONFLICT (day, backend, model) DO UPDATE
+SET requests = s.requests + 1,
+    prompt_tokens = s.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = s.completion_tokens + EXCLUDED.completion_tokens,
+    cost_usd = s.cost_usd + EXCLUDED.cost_usd;
+
+-- analysis_spent_today --
+-- USD spent on analysis today (UTC), by every host: the budget's measure.
+SELECT coalesce(sum(cost_usd), 0)::double precision
+FROM mediad_analysis_spend
+WHERE day = (now() AT TIME ZONE 'UTC')::date;
+
+-- analysis_spend --
+-- Requests, tokens and cost of analysis today (UTC) and in total.
+SELECT
+    coalesce(sum(requests) FILTER (WHERE today), 0)::bigint AS requests_today,
+    coalesce(sum(prompt_tokens + completion_tokens) FILTER (WHERE today), 0)::bigint
+        AS tokens_today,
+    coalesce(sum(cost_usd) FILTER (WHERE today), 0)::double precision AS cost_today_usd,
+    coalesce(sum(requests), 0)::bigint AS requests_total,
+    coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens_total,
+    coalesce(sum(cost_usd), 0)::double precision AS cost_total_usd
+FROM mediad_analysis_spend,
+LATERAL (SELECT day = (now() AT TIME ZONE 'UTC')::date AS today) AS t;
+
+-- analysis_post_spend --
+-- Tokens and cost of one post's analyses.
+SELECT count(*) FILTER (WHERE analysis_tokens > 0) AS analysed,
+    coalesce(sum(analysis_tokens), 0)::bigint AS tokens,
+    coalesce(sum(analysis_cost_usd), 0)::double precision AS cost_usd
+FROM post_media
+WHERE post_id = $1;

@@ -58,12 +58,13 @@ ANALYSIS = Declaration(
     completed_event="ai_analysis_completed",
     enabled=lambda config: config.analysis.enabled,
     disabled_reason="analysis.enabled is false",
-    implementation=None,
+    implementation="mediad.stages.analysis:open_stage",
     waits_for=("download",),
+    # The local file, or the archived object once the local copy was evicted.
     reads_local_file=True,
     evictable_when=("completed", "failed", "skipped"),
     fields=("post_id", "media_type", *_FILE_FIELDS, "archive_url"),
-    columns=("ai_analysis",),
+    columns=("ai_analysis", "analysis_tokens", "analysis_cost_usd"),
     completed_at="ai_analyzed_at",
 )
 

@@ -59,6 +59,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0002_storage_node",
             "0003_timestamps",
             "0004_platform_hosts",
+            "0005_analysis",
         ]
         columns = {
             r["column_name"]

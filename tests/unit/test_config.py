@@ -103,7 +103,13 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("[archive]\nenabled = true\n", {}, "archive.bucket: required"),
         ("[download\n", {}, "config.toml"),
         # A stage this build does not have cannot be turned on: rows would wait for it forever.
-        ("[analysis]\nenabled = true\n", {}, "analysis.enabled: this build of mediad has no"),
+        ("[analysis]\nenabled = true\n", {}, 'analysis.backend: "local" is not in this build'),
+        (
+            '[analysis]\nenabled = true\nbackend = "openai"\n',
+            {},
+            "analysis.endpoint_url: required",
+        ),
+        ('[analysis]\nprompt_file = "/nonexistent/prompt.txt"\n', {}, "analysis.prompt_file:"),
     ],
 )
 def test_mistakes_name_the_key(tmp_path: Path, text: str, env: dict[str, str], names: str) -> None:
