@@ -7,12 +7,13 @@ parent never unpickles anything a worker built, and bytes travel as paths to fil
 wrote. A worker that dies or overruns its time is replaced and only its own task fails. Decodes
 are admitted first come, first served, while their pixel bytes fit in `media.decode_memory`.
 
-The forkserver, like `spawn`, re-imports the daemon's main module in every worker: a script that
-opens a pool keeps its work under `if __name__ == "__main__":` (the `mediad` command does).
+The forkserver imports the daemon's main module once (as `spawn` would in every worker): a script
+that opens a pool keeps its work under `if __name__ == "__main__":` (the `mediad` command does).
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
 import contextlib
@@ -27,11 +28,13 @@ import resource
 import signal
 import socket
 import struct
+import sys
 import traceback
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -213,13 +216,8 @@ class DecoderPool:
 
     async def start(self) -> None:
         """Start the forkserver and every worker; raise DecoderStartError if one cannot start."""
-        modules = sorted({__name__} | {path.partition(":")[0] for path in self._tasks.values()})
-        # Workers fork from a server that has already imported the tasks' modules (Pillow,
-        # PyAV), so a replacement costs a fork, not an interpreter start. The preload only
-        # counts the first time the process starts its forkserver.
         self._started = True
-        self._context.set_forkserver_preload(modules)
-        await asyncio.to_thread(multiprocessing.forkserver.ensure_running)
+        await asyncio.to_thread(self._start_forkserver)
         launched = await asyncio.gather(
             *(self._launch() for _ in range(self._size)), return_exceptions=True
         )
@@ -230,6 +228,14 @@ class DecoderPool:
         if failure is not None:
             await self.close()
             raise failure
+
+    def _start_forkserver(self) -> None:
+        # Workers fork from a server that has already imported the tasks' modules (Pillow,
+        # PyAV) and what the main script imports, so a replacement costs a fork, not a second
+        # of imports. The preload only counts the first time the process starts its forkserver.
+        tasks = {path.partition(":")[0] for path in self._tasks.values()}
+        self._context.set_forkserver_preload(sorted({__name__} | tasks | _main_imports()))
+        multiprocessing.forkserver.ensure_running()
 
     async def run(
         self,
@@ -494,6 +500,32 @@ class DecoderPool:
             self.stats.replaced += 1
             self._adopt(worker)
             return
+
+
+def _main_imports() -> set[str]:
+    """The modules the main script imports at its top level.
+
+    multiprocessing runs the main script again in every worker before the worker's own code
+    (Python 3.11's forkserver cannot preload it), and the `mediad` script imports the whole
+    daemon: with these already imported by the forkserver, that run costs nothing.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if path is None or (spec is not None and spec.name.endswith(".__main__")):
+        return set()  # `python -m package` is not run again
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name in sys.modules}
 
 
 class _ProtocolError(Exception):
