@@ -7,8 +7,9 @@ parent never unpickles anything a worker built, and bytes travel as paths to fil
 wrote. A worker that dies or overruns its time is replaced and only its own task fails. Decodes
 are admitted first come, first served, while their pixel bytes fit in `media.decode_memory`.
 
-The forkserver imports the daemon's main module once (as `spawn` would in every worker): a script
-that opens a pool keeps its work under `if __name__ == "__main__":` (the `mediad` command does).
+Every worker runs the main script again before its own code (multiprocessing does, for spawn and
+forkserver alike): a script that opens a pool keeps its work under `if __name__ == "__main__":`,
+as the `mediad` command does.
 """
 
 from __future__ import annotations
