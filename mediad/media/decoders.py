@@ -18,6 +18,7 @@ import ast
 import asyncio
 import collections
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -153,8 +154,7 @@ class _Job:
 class _Worker:
     process: BaseProcess
     pid: int
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    channel: _Channel
     job: _Job | None = None
     # Set once it must take no more tasks: killed for a timeout, or leaving after a MemoryError.
     retiring: bool = False
@@ -335,7 +335,7 @@ class DecoderPool:
             job.timer = asyncio.get_running_loop().call_later(
                 job.time_limit, self._timed_out, worker, job
             )
-            worker.writer.write(job.frame)
+            worker.channel.send(job.frame)
 
     def _finish(self, worker: _Worker, job: _Job, outcome: dict[str, Any] | BaseException) -> None:
         if job.timer is not None:
@@ -419,14 +419,15 @@ class DecoderPool:
         try:
             if self._closed:
                 _signal(process, signal.SIGKILL)
-            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            loop = asyncio.get_running_loop()
+            _, channel = await loop.create_unix_connection(_Channel, sock=ours)
             try:
-                hello = json.loads(await asyncio.wait_for(_read_frame(reader), _START_TIMEOUT))
+                hello = json.loads(await asyncio.wait_for(channel.hello, _START_TIMEOUT))
                 pid = hello["ready"]
                 if not isinstance(pid, int):
                     raise TypeError(f"the hello names no pid: {hello!r}")
             except BaseException as exc:
-                writer.close()
+                channel.close()
                 _signal(process, signal.SIGKILL)
                 how = await _reap(process)
                 if isinstance(exc, asyncio.CancelledError):
@@ -436,10 +437,11 @@ class DecoderPool:
                 ) from None
         finally:
             self._starting.discard(process)
-        return _Worker(process, pid, reader, writer)
+        return _Worker(process, pid, channel)
 
     def _adopt(self, worker: _Worker) -> None:
         self._workers.append(worker)
+        worker.channel.on_frame = functools.partial(self._on_reply, worker)
         worker.reading = asyncio.create_task(self._serve(worker), name=f"decoder-{worker.pid}")
         if self._closed:
             worker.retiring = True
@@ -449,21 +451,15 @@ class DecoderPool:
             self._dispatch()
 
     async def _serve(self, worker: _Worker) -> None:
-        """Read the worker's replies until it dies; then fail its task and replace it."""
-        broke: str | None = None
-        try:
-            while True:
-                self._on_reply(worker, await _read_frame(worker.reader))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        except Exception as exc:
+        """Wait until the worker's socket closes; then fail its task and replace it."""
+        await worker.channel.closed
+        broke = worker.channel.broke
+        if broke:
             # A worker that sends what the protocol does not allow may have been subverted.
-            broke = str(exc) if isinstance(exc, _ProtocolError) else f"{type(exc).__name__}: {exc}"
             _signal(worker.process, signal.SIGKILL)
         worker.dead = True
         if worker in self._idle:
             self._idle.remove(worker)
-        worker.writer.close()
         how = await _reap(worker.process)
         job = worker.job
         if job is not None:
@@ -533,11 +529,72 @@ class _ProtocolError(Exception):
     """A worker sent something the protocol does not allow."""
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-    if size > _MAX_REPLY:
-        raise _ProtocolError(f"a reply of {size} bytes")
-    return await reader.readexactly(size)
+class _Channel(asyncio.Protocol):
+    """The parent's end of a worker's socket: frames out, and each frame in handed to `on_frame`.
+
+    A protocol rather than a stream reader: a reply is handled in the callback that reads it,
+    without waking a coroutine, which is a good part of a round trip's cost to the parent.
+    """
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The worker's first frame, its hello.
+        self.hello: asyncio.Future[bytes] = loop.create_future()
+        # Done when the connection ends: the worker exited, was killed, or broke the protocol.
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.on_frame: Callable[[bytes], None] | None = None
+        # Why the parent hung up on the worker, if it did.
+        self.broke: str | None = None
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= _HEADER.size and self.broke is None:
+            (size,) = _HEADER.unpack_from(buffer)
+            if size > _MAX_REPLY:
+                self.abort(f"a reply of {size} bytes")
+                return
+            end = _HEADER.size + size
+            if len(buffer) < end:
+                return
+            frame = bytes(buffer[_HEADER.size : end])
+            del buffer[:end]
+            if not self.hello.done():
+                self.hello.set_result(frame)
+            elif self.on_frame is None:
+                self.abort("a frame before any request")
+            else:
+                try:
+                    self.on_frame(frame)
+                except _ProtocolError as exc:
+                    self.abort(str(exc))
+                except Exception as exc:
+                    self.abort(f"{type(exc).__name__}: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.hello.done():
+            self.hello.set_exception(ConnectionError("the worker closed its socket"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def send(self, frame: bytes) -> None:
+        assert self._transport is not None
+        self._transport.write(frame)
+
+    def abort(self, why: str) -> None:
+        self.broke = why
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def _signal(process: BaseProcess, signum: int) -> None:
