@@ -669,14 +669,14 @@ def _worker_main(sock: socket.socket, tasks: dict[str, str], memory: int) -> Non
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     registry = {name: _resolve(path) for name, path in tasks.items()}
-    _send(sock, {"ready": os.getpid()})
+    _send(sock, _encode({"ready": os.getpid()}))
     while True:
         request = _receive(sock)
         if request is None:
             return
-        reply = _serve_one(registry, request, memory)
+        reply, retire = _serve_one(registry, request, memory)
         _send(sock, reply)
-        if reply.get("retire"):
+        if retire:
             return
 
 
@@ -697,11 +697,13 @@ def _resolve(path: str) -> Task:
 
 def _serve_one(
     registry: Mapping[str, Task], request: dict[str, Any], memory: int
-) -> dict[str, Any]:
+) -> tuple[bytes, bool]:
+    """Run one request: the encoded reply, and whether this worker must leave after it."""
     ident, name = request["id"], request["task"]
     task = registry.get(name)
     if task is None:
-        return {"id": ident, "error": _record("unknown_task", f"no task {name!r}", "KeyError")}
+        record = _record("unknown_task", f"no task {name!r}", "KeyError")
+        return _encode({"id": ident, "error": record}), False
     # A backstop for a worker whose parent is gone: the kernel ends a hung decode.
     signal.alarm(int(request["alarm"]))
     caught: list[str] = []
@@ -717,27 +719,26 @@ def _serve_one(
             result = task(request["payload"])
             if not isinstance(result, dict):
                 raise TypeError(f"{name} returned a {type(result).__name__}, not a dict")
+            reply: dict[str, Any] = {"id": ident, "ok": result}
+            if caught:
+                reply["warnings"] = caught
             try:
-                # Encoded here, so a value JSON cannot carry fails this task, not the protocol.
-                json.dumps(result, allow_nan=False)
+                return _encode(reply), False
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} returned a value JSON cannot carry: {exc}") from None
-        reply: dict[str, Any] = {"id": ident, "ok": result}
-        if caught:
-            reply["warnings"] = caught
-        return reply
     except MemoryError:
         # Whatever the failed allocation left half-built stays in this process: it leaves.
         message = f"the file needs more than {_human_size(memory)} to decode (media.worker_memory)"
-        return {"id": ident, "error": _record("too_large", message, "MemoryError"), "retire": True}
+        record = _record("too_large", message, "MemoryError")
+        return _encode({"id": ident, "error": record, "retire": True}), True
     except errors.StageError as exc:
         record = _record(exc.error_code, str(exc), type(exc).__name__)
         record["transient"] = isinstance(exc, errors.TransientError)
-        return {"id": ident, "error": record}
+        return _encode({"id": ident, "error": record}), False
     except Exception as exc:
         record = _record(errors.StageError.error_code, f"{type(exc).__name__}: {exc}", exc)
         record["traceback"] = "".join(traceback.format_exc(limit=8))[-4000:]
-        return {"id": ident, "error": record}
+        return _encode({"id": ident, "error": record}), False
     finally:
         signal.alarm(0)
 
@@ -747,8 +748,11 @@ def _record(code: str, message: str, cls: str | BaseException) -> dict[str, Any]
     return {"error_code": code, "message": message[:_MAX_MESSAGE], "class": name}
 
 
-def _send(sock: socket.socket, message: dict[str, Any]) -> None:
-    body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _send(sock: socket.socket, body: bytes) -> None:
     sock.sendall(_HEADER.pack(len(body)) + body)
 
 
@@ -793,7 +797,7 @@ def pixel_bytes(header: Mapping[str, Any]) -> int:
 
 
 def image_header(payload: dict[str, Any]) -> dict[str, Any]:
-    """Format, mode, size, bands and frame count of the picture at `path`; no pixel decoded."""
+    """Format, mode, size and bands of the picture at `path`; no pixel decoded."""
     with _open_image(payload["path"]) as img:
         return _describe(img)
 
@@ -829,6 +833,6 @@ def _describe(img: Image.Image) -> dict[str, Any]:
         "mode": img.mode,
         "width": width,
         "height": height,
+        # Not n_frames: counting a GIF's frames decodes every one of them.
         "bands": len(img.getbands()),
-        "frames": int(getattr(img, "n_frames", 1)),
     }
