@@ -44,6 +44,7 @@ from PIL import Image
 
 from mediad import errors
 from mediad.config import MediaConfig
+from mediad.media import images
 
 log = structlog.get_logger(__name__)
 
@@ -787,8 +788,8 @@ def _human_size(size: int) -> str:
 
 # --- tasks ----------------------------------------------------------------------------------------
 
-# The formats the probe accepts (an MPO opens as JPEG); no other decoder sees the bytes.
-IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# The probe's allowlist (an MPO opens as JPEG); no other Pillow decoder sees the bytes.
+IMAGE_FORMATS = tuple(sorted(set(images.FORMATS.values())))
 
 
 def pixel_bytes(header: Mapping[str, Any]) -> int:
@@ -809,8 +810,8 @@ def image_decode(payload: dict[str, Any]) -> dict[str, Any]:
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as exc:
-            raise errors.PermanentError(
-                f"{described['format']} image does not decode: {exc}", error_code="corrupt_media"
+            raise errors.CorruptMediaError(
+                f"{described['format']} image does not decode: {exc}"
             ) from None
         return described
 
@@ -819,11 +820,9 @@ def _open_image(path: str) -> Image.Image:
     try:
         return Image.open(path, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise errors.PermanentError(str(exc), error_code="too_large") from None
+        raise errors.MediaTooLargeError(str(exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise errors.PermanentError(
-            f"not a picture Pillow may open: {exc}", error_code="corrupt_media"
-        ) from None
+        raise errors.CorruptMediaError(f"not a picture Pillow may open: {exc}") from None
 
 
 def _describe(img: Image.Image) -> dict[str, Any]:
