@@ -9,6 +9,10 @@ probe-sized tasks on a 200 kB JPEG, each run one at a time in a worker and in a 
 (`asyncio.to_thread`): Pillow's open + verify, mediad's `probe_file` (open, EXIF, structure
 walk), and a full decode of its pixels. Per task: wall time, the parent's CPU, and the CPU of
 parent and workers together (the workers' from /proc).
+
+Targets: a trivial round trip costs the parent under 250 µs of CPU (the issue asks for well
+under 1 ms), and a probe sent to a worker costs the parent less CPU than the same probe in a
+thread. Exit status 1 when one is missed.
 """
 
 # ruff: noqa: E402 (the imports must follow the sys.path repair below)
@@ -35,10 +39,12 @@ from typing import Any
 
 from PIL import Image
 
+from benchmarks.harness import report, targets
 from mediad.config import MediaConfig
 from mediad.media import decoders, probe
 
 _TICK = os.sysconf("SC_CLK_TCK")
+TARGET_ROUND_TRIP_US = 250.0
 
 
 def nothing(payload: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +108,7 @@ async def _measure(
     return Figures(wall / done * 1e6, own / done * 1e6, (own + workers) / done * 1e6)
 
 
-async def _main(args: argparse.Namespace) -> None:
+async def _main(args: argparse.Namespace) -> int:
     from tests import media
 
     with tempfile.TemporaryDirectory(prefix="mediad-bench-") as tmp:
@@ -148,18 +154,46 @@ async def _main(args: argparse.Namespace) -> None:
                 rows.append((f"{name} (worker)", await _measure(args.probes, pids, in_worker)))
                 rows.append((f"{name} (thread)", await _measure(args.probes, [], in_thread)))
 
-    print(f"JPEG: {size}; per task, one at a time unless said; µs")
-    print(f"{'task':34} {'wall':>9} {'parent CPU':>11} {'total CPU':>10}")
-    for label, f in rows:
-        print(f"{label:34} {f.wall_us:9.0f} {f.parent_cpu_us:11.0f} {f.total_cpu_us:10.0f}")
+    report.print_table(
+        f"per task, µs (JPEG: {size}); {report.machine()}",
+        ["task", "wall", "parent CPU", "total CPU"],
+        [[label, f.wall_us, f.parent_cpu_us, f.total_cpu_us] for label, f in rows],
+    )
+    figures = dict(rows)
+    verdict = targets.Verdict()
+    verdict.check([True])
+    judged = [
+        verdict.judge(
+            targets.Target(
+                "parent CPU, trivial round trip",
+                figures["trivial, 1 in flight (worker)"].parent_cpu_us,
+                TARGET_ROUND_TRIP_US,
+                unit=" µs",
+                below=True,
+            )
+        ),
+        verdict.judge(
+            targets.Target(
+                "parent CPU per probe_file, worker / thread",
+                report.ratio(
+                    figures["probe_file (worker)"].parent_cpu_us,
+                    figures["probe_file (thread)"].parent_cpu_us,
+                ),
+                1.0,
+                below=True,
+            )
+        ),
+    ]
+    verdict.print_targets("targets", judged)
+    return verdict.exit_status()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trivial", type=int, default=5000, help="trivial tasks per run")
     parser.add_argument("--probes", type=int, default=1000, help="probe-sized tasks per run")
-    asyncio.run(_main(parser.parse_args(argv)))
-    return 0
+    report.quiet_logging()
+    return asyncio.run(_main(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":
