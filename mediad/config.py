@@ -101,6 +101,13 @@ def _parse_non_negative_float(value: object) -> float:
     return float(value)
 
 
+def _parse_non_negative_int(value: object) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError(f"cannot be negative, got {number}")
+    return number
+
+
 def _parse_bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
@@ -304,6 +311,23 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    # Decoder worker processes (Pillow, PyAV, OCR); 0: one per core.
+    workers: int = _key(2, _parse_non_negative_int)
+    # The address-space limit (RLIMIT_AS) of each worker.
+    worker_memory: int = _key("1GiB", parse_size)
+    # One decode's wall-clock limit; the worker is killed past it.
+    decode_timeout: float = _key("60s", parse_duration)
+    # Decodes in flight are admitted by their pixel bytes (width x height x bands) up to this.
+    decode_memory: int = _key("512MiB", parse_size)
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, or else the cores this process may run on."""
+        return self.workers or len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = _key("json", _one_of("json", "console"))
     level: str = _key("info", _parse_level)
@@ -317,6 +341,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -333,6 +358,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "analysis": AnalysisConfig,
     "daemon": DaemonConfig,
+    "media": MediaConfig,
     "log": LogConfig,
 }
 
@@ -340,7 +366,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
 def _env_value(raw: str, parse: Callable[[object], Any]) -> object:
     """Turn an environment string into the TOML-typed value its key expects."""
     text = raw.strip()
-    if parse in (_parse_int, _parse_positive_int):
+    if parse in (_parse_int, _parse_positive_int, _parse_non_negative_int):
         try:
             return int(text)
         except ValueError:
@@ -446,6 +472,13 @@ def _check(config: Config) -> None:
             raise errors.ConfigError('analysis.endpoint_url: required with backend = "openai"')
         if not analysis.model:
             raise errors.ConfigError('analysis.model: required with backend = "openai"')
+    if config.media.decode_timeout <= 0:
+        raise errors.ConfigError("media.decode_timeout: must be more than 0s")
+    if config.media.decode_memory <= 0:
+        raise errors.ConfigError("media.decode_memory: must be more than 0")
+    # Python, Pillow and FFmpeg take about 130 MiB of address space before the first decode.
+    if config.media.worker_memory < 256 * 1024**2:
+        raise errors.ConfigError("media.worker_memory: must be at least 256MiB")
     for declaration in stages.ALL:
         if declaration.implementation is None and declaration.enabled(config):
             raise errors.ConfigError(
