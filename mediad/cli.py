@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     counting = commands.add_parser("status", help="counts per stage and status, failures by code")
     counting.add_argument("--json", action="store_true")
+    counting.add_argument("--post-id", help="also what this post's analyses cost")
 
     listing = commands.add_parser("list", help="rows, newest first")
     listing.add_argument("--post-id")
@@ -210,7 +211,7 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def _status(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
-        report = await status.report(pool)
+        report = await status.report(pool, post_id=args.post_id)
         if args.json:
             print(json.dumps(report, indent=2))
         else:

@@ -1,7 +1,7 @@
 """What the daemon opens once and hands to its stages: the database pool, the store, the
-download HTTP session (behind the SSRF guard), the S3 client, sessions for operator-configured
-services, and thread pools. Each is opened the first time something asks, and everything is
-closed, in reverse order, when the daemon stops.
+download HTTP session (behind the SSRF guard), the S3 client, the decoder worker processes,
+sessions for operator-configured services, and thread pools. Each is opened the first time
+something asks, and everything is closed, in reverse order, when the daemon stops.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import structlog
 
 from mediad import db, errors
 from mediad.config import Config
+from mediad.media.decoders import DecoderPool
 from mediad.net import ssrf
 from mediad.storage.local import Store
 
@@ -103,6 +104,13 @@ class Resources:
         from mediad.storage import s3
 
         return await self._once("s3", lambda: self._enter(s3.open_client(self.config.archive)))
+
+    async def decoders(self) -> DecoderPool:
+        """The worker processes every decode runs in (media.*): hostile bytes never reach a
+        decoder inside the daemon."""
+        return await self._once(
+            "decoders", lambda: self._enter(DecoderPool.open(self.config.media))
+        )
 
     async def session(self, **options: Any) -> aiohttp.ClientSession:
         """A session of its own for a service the operator configured (an analysis API): not

@@ -44,6 +44,8 @@ class Row:
     duration_seconds: float | None = None
     metadata: Any = None
     archive_url: str | None = None
+    # Why this stage's previous attempt failed, if it did.
+    error_code: str | None = None
 
 
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")

@@ -10,11 +10,20 @@ from mediad import queries, stages
 from mediad.queries import Registry
 
 
-async def report(pool: asyncpg.Pool[Any], registry: Registry = stages.ALL) -> dict[str, Any]:
-    """The `status` figures of every stage in `registry`, as one JSON-ready dict."""
+async def report(
+    pool: asyncpg.Pool[Any], registry: Registry = stages.ALL, *, post_id: str | None = None
+) -> dict[str, Any]:
+    """The `status` figures of every stage in `registry`, as one JSON-ready dict; with
+    `post_id`, also what that post's analyses cost."""
     sql = queries.plain(tuple(registry))
     counts = await pool.fetch(sql["stage_counts"])
     failures = await pool.fetch(sql["failures_by_code"])
+    spend = dict(await pool.fetchrow(sql["analysis_spend"]) or {})
+    if post_id is not None:
+        spend["post"] = {
+            "post_id": post_id,
+            **dict(await pool.fetchrow(sql["analysis_post_spend"], post_id) or {}),
+        }
     by_stage: dict[str, dict[str, Any]] = {
         d.name: {"rows": {}, "due": 0, "leased": 0} for d in registry
     }
@@ -27,6 +36,7 @@ async def report(pool: asyncpg.Pool[Any], registry: Registry = stages.ALL) -> di
         "stages": by_stage,
         "queue_depth": {name: entry["due"] for name, entry in by_stage.items()},
         "failures": [dict(r) for r in failures],
+        "analysis_spend": spend,
     }
 
 
@@ -45,4 +55,17 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  {failure['stage']:<10}{failure['error_code']:<24}{failure['rows']:>8}")
     else:
         lines.append("no failures")
+    spend = report["analysis_spend"]
+    lines.append("")
+    lines.append(
+        f"analysis today: {spend['requests_today']} requests, {spend['tokens_today']} tokens,"
+        f" {spend['cost_today_usd']:.4f} USD; in total: {spend['requests_total']} requests,"
+        f" {spend['tokens_total']} tokens, {spend['cost_total_usd']:.4f} USD"
+    )
+    if "post" in spend:
+        post = spend["post"]
+        lines.append(
+            f"post {post['post_id']}: {post['analysed']} analysed, {post['tokens']} tokens,"
+            f" {post['cost_usd']:.4f} USD"
+        )
     return "\n".join(lines)

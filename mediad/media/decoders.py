@@ -53,6 +53,7 @@ Task = Callable[[dict[str, Any]], dict[str, Any]]
 # The tasks a worker may run: name -> "module:function". Nothing outside a pool's registry can
 # be named, so a payload cannot reach arbitrary code.
 TASKS: Mapping[str, str] = {
+    "probe": "mediad.media.probe:probe_task",
     "image_header": "mediad.media.decoders:image_header",
     "image_decode": "mediad.media.decoders:image_decode",
 }

@@ -1,21 +1,23 @@
 """Knowing what was fetched: sniff the bytes, prove them whole, and read their metadata.
 
-`probe_file` is the one entry point: sniff.py names the type from the magic bytes, then the
+`probe_file` is the one entry point (the daemon runs it in a decoder worker process, as the
+task `probe_task`): sniff.py names the type from the magic bytes, then the
 one prover of that type opens the file: images.py (Pillow, the JPEG walk of jpeg.py, EXIF by
 exif.py), audio_video.py (PyAV) or documents.py (PDF). Each returns a `MediaInfo` (info.py)
-or raises an errors.MediaError. Everything here is synchronous and CPU- or disk-bound: the
-daemon calls it in a thread.
+or raises an errors.MediaError. Everything here is synchronous and CPU- or disk-bound.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 from mediad import errors
 from mediad.media import audio_video, documents, images, sniff
 from mediad.media.info import MediaInfo
 
-__all__ = ["MediaInfo", "probe_file"]
+__all__ = ["MediaInfo", "probe_file", "probe_task"]
 
 
 def probe_file(
@@ -46,3 +48,14 @@ def probe_file(
     if mime == documents.PDF:
         return documents.probe_pdf(path, head)
     raise errors.UnsupportedMediaError(f"{mime} is a media type mediad does not decode{claimed}")
+
+
+def probe_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """probe_file as a decoder task: {"path", "declared_type"} in, the MediaInfo's fields out."""
+    info = probe_file(Path(payload["path"]), declared_type=payload.get("declared_type"))
+    return dataclasses.asdict(info)
+
+
+def info_from_task(result: dict[str, Any]) -> MediaInfo:
+    """The MediaInfo a probe_task returned (plain data: the worker's objects never cross)."""
+    return MediaInfo(**result)

@@ -26,7 +26,10 @@ DOWNLOAD = Declaration(
     disabled_reason="",
     implementation="mediad.stages.download:open_stage",
     evictable_when=("completed",),
-    fields=("post_id", "platform", "media_type", "media_url", "variants", "url_expires_at"),
+    fields=(
+        "post_id", "platform", "media_type", "media_url", "variants", "url_expires_at",
+        "error_code",
+    ),
     columns=(
         "local_file_path", "hosted_url", "md5_sum", "sha256_sum", "file_size", "mime_type",
         "width", "height", "duration_seconds", "url_expires_at", "storage_node",

@@ -9,7 +9,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +18,7 @@ import structlog
 from yarl import URL
 
 from mediad import errors, stages
-from mediad.media import kinds, probe
+from mediad.media import audio_video, decoders, kinds, probe, sniff
 from mediad.net import platforms
 from mediad.net.breaker import HostBreaker
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
@@ -36,12 +35,10 @@ MAX_URL_LENGTH = 8192
 # more threads than cores: the cores probe and hash while other threads wait (on 2 cores, 16
 # threads stored 5,000 photos 25% faster than 4, and finished rows in bigger batches)...
 _THREADS = min(64, 8 * (os.cpu_count() or 2))
-# ...but probes, whose decodes (all images but JPEG) may need much memory, are at most two per
-# core (still enough to keep every core busy: a decode spends most of its time in C with the GIL
-# released)...
-_PROBES_AT_ONCE = 2 * (os.cpu_count() or 2)
-# ...and a large file may decode to hundreds of MB (a big PNG): those go one at a time.
-_LARGE_PROBE_BYTES = 8 * 1024 * 1024
+# Probes run in the decoder workers, admitted by the memory their decode takes: a picture's
+# pixels from its header; a video's first frames, which the probe decodes, at this estimate (a
+# few 4K frames in flight in FFmpeg's threads).
+_VIDEO_DECODE_BYTES = 64 * 1024 * 1024
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +53,7 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
     downloader = Downloader(
         resources.store,
         fetcher,
+        await resources.decoders(),
         per_host=config.download.per_host_concurrency,
         executor=resources.executor("mediad-download", _THREADS),
         storage_node=config.storage.node_name,
@@ -111,6 +109,7 @@ class Downloader:
         self,
         store: Store,
         fetcher: Fetcher,
+        decoder_pool: decoders.DecoderPool,
         breaker: HostBreaker | None = None,
         *,
         per_host: int = 4,
@@ -121,6 +120,7 @@ class Downloader:
         # Recorded in each row, so the stages that read local files know whose store has it.
         self._storage_node = storage_node
         self._fetcher = fetcher
+        self._decoders = decoder_pool
         self._breaker = breaker or HostBreaker()
         self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
         # Where files' blocking work runs (None: the event loop's default executor); a file
@@ -128,16 +128,22 @@ class Downloader:
         # cancelled row never leaves work queued.
         self._executor = executor
         self._thread_slots = asyncio.Semaphore(_THREADS)
-        # Taken inside the thread, around the decode only: fsyncs do not hold it.
-        self._probe_slots = threading.BoundedSemaphore(_PROBES_AT_ONCE)
-        self._large_probe_slot = asyncio.Semaphore(1)
         self._per_host = per_host
         self._host_slots: dict[str, _HostSlot] = {}
 
     async def process(self, row: Row) -> Result:
         source = source_url(row, validate(row))
         expires_at = row.url_expires_at or platforms.url_expires_at(source)
-        done = await self._single_flight(source, expires_at)
+        try:
+            done = await self._single_flight(source, expires_at)
+        except (decoders.DecoderCrashedError, decoders.DecodeTimeoutError) as exc:
+            if row.error_code == exc.error_code:
+                # Once may be the machine; twice in a row is the file: fail it, never loop.
+                raise errors.PermanentError(
+                    f"{exc}, on two attempts in a row: the file is not tried again",
+                    error_code=exc.error_code,
+                ) from None
+            raise
         return _result(row, done, expires_at, self._storage_node)
 
     async def _single_flight(self, source: str, expires_at: datetime | None) -> Downloaded:
@@ -196,23 +202,42 @@ class Downloader:
             body = await spool.finish()
         declared = fetched.content_type
         if isinstance(body, bytes):
-            # The whole file is in memory: write, hash, probe and commit it in one thread call.
-            # Every hop between the event loop and a thread costs CPU and GIL hand-offs, which
-            # for a photo are worth as much as fsyncing it.
+            # The whole file is in memory: written (and hashed) in one thread call, its head
+            # sniffed here, so a JPEG (the usual photo) costs one trip to a decoder worker.
             async with self._thread_slots:
-                info, stored = await self._in_thread(self._keep_bytes, body, declared)
-            return Downloaded(url, fetched, info, stored)
-        handed_over = False
+                tmp = await self._in_thread(self._write_temp, body)
+            head: bytes | None = body[: sniff.HEAD_BYTES]
+        else:
+            tmp, head = body, None
         try:
-            large = self._large_probe_slot if body.size > _LARGE_PROBE_BYTES else None
-            async with self._thread_slots, large or contextlib.nullcontext():
-                keeping = self._in_thread(self._keep_temp, body, declared)
-                handed_over = True  # the thread owns the temp file now: it commits or deletes it
-                info, stored = await keeping
+            info = await self._probe(tmp, head, declared)
+            async with self._thread_slots:
+                stored = await self._in_thread(self._store.commit, tmp, info.folder, info.extension)
         finally:
-            if not handed_over:
-                body.discard()
+            if not tmp.committed:
+                await self._in_thread(tmp.discard)
         return Downloaded(url, fetched, info, stored)
+
+    async def _probe(
+        self, tmp: TempFile, head: bytes | None, declared: str | None
+    ) -> probe.MediaInfo:
+        """Prove the file whole in a decoder worker, admitted by the memory its decode takes."""
+        payload = {"path": str(tmp.path), "declared_type": declared}
+        mime = _sniffed(head)
+        if mime == "image/jpeg":
+            cost = 0  # walked, not decoded (jpeg.py)
+        elif mime in audio_video.FAMILIES:
+            cost = _VIDEO_DECODE_BYTES
+        else:
+            # An image (or not known yet): its header says how much its pixels will take.
+            try:
+                header = await self._decoders.run("image_header", payload)
+            except decoders.DecodeFailedError:
+                cost = 0  # not a picture Pillow opens: the probe says what it is instead
+            else:
+                cost = decoders.pixel_bytes(header)
+        result = await self._decoders.run("probe", payload, cost_bytes=cost)
+        return probe.info_from_task(result)
 
     async def _open_temp(self) -> TempFile:
         # Creating and locking the temp file touches the disk: not on the event loop.
@@ -223,20 +248,15 @@ class Downloader:
         # context that to_thread makes for every call would be wasted.
         return asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
-    def _keep_bytes(self, data: bytes, declared: str | None) -> tuple[probe.MediaInfo, StoredFile]:
-        """Store a body held in memory: temp file, digests, probe, commit (blocking)."""
-        with self._store.open_temp() as tmp:
+    def _write_temp(self, data: bytes) -> TempFile:
+        """A temp file holding `data`, with its digests (blocking)."""
+        tmp = self._store.open_temp()
+        try:
             tmp.write(data)
-            with self._probe_slots:
-                info = probe.probe_file(tmp.path, declared_type=declared, data=data)
-            return info, self._store.commit(tmp, info.folder, info.extension)
-
-    def _keep_temp(self, tmp: TempFile, declared: str | None) -> tuple[probe.MediaInfo, StoredFile]:
-        """Probe and commit a body already in a temp file, or delete it (blocking)."""
-        with tmp:
-            with self._probe_slots:
-                info = probe.probe_file(tmp.path, declared_type=declared)
-            return info, self._store.commit(tmp, info.folder, info.extension)
+        except BaseException:
+            tmp.discard()
+            raise
+        return tmp
 
     def _check_breaker(self, host: str) -> None:
         wait = self._breaker.blocked_for(host)
@@ -261,6 +281,16 @@ class Downloader:
             slot.users -= 1
             if slot.users == 0:
                 del self._host_slots[host]
+
+
+def _sniffed(head: bytes | None) -> str | None:
+    """The type the head's magic bytes name, None when unknown here (the probe will say)."""
+    if head is None:
+        return None
+    try:
+        return sniff.media_type(head)
+    except errors.MediadError:
+        return None
 
 
 def _fail(future: asyncio.Future[Downloaded], exc: BaseException) -> None:

@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 
 from mediad import daemon
+from mediad.media.decoders import DecoderPool
 from mediad.net import fetch, ssrf
 from mediad.net.fetch import Fetcher
 from mediad.stage import Row
@@ -359,9 +360,14 @@ async def test_twitter_candidates_fall_back_to_the_next_size(
     candidates = [origin.url("/media/orig"), large_url]
     monkeypatch.setattr("mediad.stages.download.platforms.candidate_urls", lambda url: candidates)
     connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        DecoderPool.open(make_config().media) as decoder_pool,
+    ):
         downloader = download.Downloader(
-            Store(root, None), Fetcher(session, max_file_size=10_000_000, total_timeout=30)
+            Store(root, None),
+            Fetcher(session, max_file_size=10_000_000, total_timeout=30),
+            decoder_pool,
         )
         result = await downloader.process(
             Row(
