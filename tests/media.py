@@ -7,6 +7,7 @@ import io
 import math
 import random
 import struct
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from fractions import Fraction
@@ -123,6 +124,32 @@ def _dms(decimal: float) -> tuple[TiffImagePlugin.IFDRational, ...]:
 def png(width: int = 64, height: int = 48, *, seed: int = 0) -> bytes:
     """An RGB PNG."""
     return image("PNG", width, height, seed=seed)
+
+
+def huge_png(width: int = 13000, height: int = 13000, *, seed: int = 0) -> bytes:
+    """A large RGBA PNG that is small on the wire (a decompression bomb within the pixel limit),
+    written row by row so making it never holds its pixels: a few stripes of colour on black,
+    compressed at level 9."""
+    rng = random.Random(seed)
+    stripe = bytes([0]) + rng.randbytes(4) * width
+    blank = bytes(1 + 4 * width)
+    packer = zlib.compressobj(9)
+    idat = bytearray()
+    for y in range(height):
+        idat += packer.compress(stripe if y % 1024 < 4 else blank)
+    idat += packer.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", bytes(idat))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _palette_frames(frames: int, width: int, height: int, seed: int) -> list[Image.Image]:
