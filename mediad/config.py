@@ -320,6 +320,9 @@ class MediaConfig:
     decode_timeout: float = _key("60s", parse_duration)
     # Decodes in flight are admitted by their pixel bytes (width x height x bands) up to this.
     decode_memory: int = _key("512MiB", parse_size)
+    # Decode in the daemon's own threads instead: only for benchmarks that compare the cost.
+    # Never in production: a decoder crash or a bomb would then take the whole daemon down.
+    in_process: bool = _key(False, _parse_bool)
 
     @property
     def worker_count(self) -> int:

@@ -232,7 +232,7 @@ class Downloader:
             # An image (or not known yet): its header says how much its pixels will take.
             try:
                 header = await self._decoders.run("image_header", payload)
-            except decoders.DecodeFailedError:
+            except errors.PermanentError:
                 cost = 0  # not a picture Pillow opens: the probe says what it is instead
             else:
                 cost = decoders.pixel_bytes(header)

@@ -206,6 +206,17 @@ async def test_a_task_returns_its_json_result() -> None:
     assert result["pid"] != os.getpid()
 
 
+async def test_in_process_runs_the_same_task_in_this_process() -> None:
+    """media.in_process (the benchmarks' comparison) runs the task here, with the same result
+    and the same errors, and starts no worker."""
+    async with open_pool(in_process=True) as pool:
+        result = await pool.run("echo", {"n": 1})
+        with pytest.raises(errors.PermanentError):
+            await pool.run("fail", {"kind": "permanent"})
+        assert pool.worker_pids == []
+    assert result == {"echo": {"n": 1}, "pid": os.getpid()}
+
+
 async def test_workers_are_forked_from_the_forkserver_not_from_the_daemon() -> None:
     """Worker processes are not children of the (threaded) parent: a forkserver forks them."""
     async with open_pool() as pool:
