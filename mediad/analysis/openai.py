@@ -16,6 +16,7 @@ from typing import Any, cast
 import httpx2
 import openai
 import structlog
+from openai.types.chat import ChatCompletion
 
 from mediad import errors
 from mediad.analysis import document
@@ -139,6 +140,11 @@ class OpenAIBackend:
             self._tokens.adjust(-estimate)
             raise self._translate(exc) from None
         self.outage.ok()
+        if not isinstance(response, ChatCompletion):
+            # The client hands back what it could not parse as it came (an HTML error page).
+            raise document.BadAnswerError(
+                f"the answer is not a chat completion: {str(response)[:120]!r}"
+            )
         usage = response.usage
         prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
         completion_tokens = (usage.completion_tokens or 0) if usage else 0

@@ -54,6 +54,7 @@ Task = Callable[[dict[str, Any]], dict[str, Any]]
 # be named, so a payload cannot reach arbitrary code.
 TASKS: Mapping[str, str] = {
     "probe": "mediad.media.probe:probe_task",
+    "jpegs": "mediad.media.pictures:jpegs_task",
     "image_header": "mediad.media.decoders:image_header",
     "image_decode": "mediad.media.decoders:image_decode",
 }

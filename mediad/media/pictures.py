@@ -6,9 +6,11 @@ still opened only as the format its stored type names (images.FORMATS), under th
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageOps
 
@@ -89,3 +91,15 @@ def jpeg_bytes(picture: Image.Image, longest: int, quality: int = 85) -> bytes:
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=quality)
     return out.getvalue()
+
+
+def jpegs_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """A decoder task: the picture at `path` ({"path", "mime_type", "longest", "fractions"}),
+    or its video's frames at `fractions`, as base64 JPEGs no larger than `longest`."""
+    path, mime_type, longest = payload["path"], payload["mime_type"], int(payload["longest"])
+    if mime_type.startswith("video/"):
+        frames = video_frames(path, [float(f) for f in payload["fractions"]])
+    else:
+        frames = [open_image(path, mime_type, longest=longest)]
+    encoded = [base64.b64encode(jpeg_bytes(f, longest)).decode("ascii") for f in frames]
+    return {"jpegs": encoded}

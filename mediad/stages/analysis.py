@@ -8,7 +8,6 @@ before with this backend, model and prompt? reuse it ▸ analyse ▸ record toke
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -24,7 +23,8 @@ import structlog
 from mediad import errors, queries, stages
 from mediad.analysis import document
 from mediad.config import AnalysisConfig
-from mediad.media import pictures
+from mediad.media import decoders
+from mediad.media.decoders import DecoderPool
 from mediad.resources import Resources
 from mediad.stage import Result, Row, Stage
 from mediad.storage import objectkeys
@@ -68,24 +68,35 @@ def kind_of(mime_type: str | None) -> str | None:
 
 
 class OpenAIPictures:
-    """The openai backend fed with JPEGs of the file: the picture, or the video's frames."""
+    """The openai backend fed with JPEGs of the file (the picture, or the video's frames),
+    decoded and downscaled in a decoder worker."""
 
-    def __init__(self, config: AnalysisConfig, decode: Callable[..., Awaitable[Any]]) -> None:
+    def __init__(self, config: AnalysisConfig, decoder_pool: DecoderPool) -> None:
         from mediad.analysis.openai import OpenAIBackend
 
         self._api = OpenAIBackend(config, os.environ.get("OPENAI_API_KEY") or None)
         self._max_px = config.max_image_px
-        self._decode = decode
+        self._decoders = decoder_pool
         self.name = self._api.name
         self.model = self._api.model
         self.prompt_sha256: str | None = self._api.prompt_sha256
 
     async def describe(self, path: Path, mime_type: str) -> Analysed:
-        jpegs: list[str] = await self._decode(
-            _jpegs_for_analysis, str(path), mime_type, self._max_px
-        )
-        answer = await self._api.analyze(jpegs)
+        payload = {
+            "path": str(path),
+            "mime_type": mime_type,
+            "longest": self._max_px,
+            "fractions": list(VIDEO_FRAMES),
+        }
+        jpegs = await self._decoders.run("jpegs", payload, cost_bytes=await self._cost(payload))
+        answer = await self._api.analyze(jpegs["jpegs"])
         return Analysed(answer.fields, answer.model, answer.prompt_tokens, answer.completion_tokens)
+
+    async def _cost(self, payload: dict[str, Any]) -> int:
+        if kind_of(payload["mime_type"]) == "video" or payload["mime_type"] == "image/jpeg":
+            # A JPEG decodes at a DCT scale near max_image_px; a video a few frames at a time.
+            return 4 * self._max_px * self._max_px * 4
+        return decoders.pixel_bytes(await self._decoders.run("image_header", payload))
 
     async def close(self) -> None:
         await self._api.close()
@@ -93,15 +104,6 @@ class OpenAIPictures:
 
 def _is_file(path: str | None) -> bool:
     return path is not None and os.path.isfile(path)
-
-
-def _jpegs_for_analysis(path: str, mime_type: str, max_px: int) -> list[str]:
-    """The pictures sent: base64 JPEGs no larger than `max_px` (blocking; decodes)."""
-    if kind_of(mime_type) == "video":
-        frames = pictures.video_frames(path, VIDEO_FRAMES)
-    else:
-        frames = [pictures.open_image(path, mime_type, longest=max_px)]
-    return [base64.b64encode(pictures.jpeg_bytes(f, max_px)).decode("ascii") for f in frames]
 
 
 class Analyser:
@@ -274,15 +276,9 @@ class Analyser:
 async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
     """The analysis stage with the configured backend."""
     config = resources.config
-    executor = resources.executor("mediad-analysis", 2)
-    loop = asyncio.get_running_loop()
-
-    async def decode(func: Callable[..., Any], *args: Any) -> Any:
-        return await loop.run_in_executor(executor, func, *args)
-
     backend: Backend
     if config.analysis.backend == "openai":
-        backend = OpenAIPictures(config.analysis, decode)
+        backend = OpenAIPictures(config.analysis, await resources.decoders())
     else:
         raise errors.ConfigError('analysis.backend: "local" is not built yet')
     archive = resources.s3 if config.archive.bucket else None
