@@ -25,7 +25,7 @@ import structlog
 
 from mediad import db, errors, queries
 from mediad.config import Config
-from mediad.storage import objectkeys, s3
+from mediad.storage import checksums, objectkeys, s3
 from mediad.storage.local import KINDS, Store
 
 log = structlog.get_logger(__name__)
@@ -159,7 +159,7 @@ async def _object_problem(
     info = await client.head(key, bucket)
     if info is None:
         return "missing"
-    verdict = s3.judge(
+    verdict = checksums.judge(
         info,
         size=candidate["file_size"],
         sha256=candidate["sha256_sum"],

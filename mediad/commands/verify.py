@@ -23,8 +23,8 @@ import structlog
 
 from mediad import errors, queries
 from mediad.stages import archive
-from mediad.storage import objectkeys, s3
-from mediad.storage.local import Store, TempFile
+from mediad.storage import checksums, objectkeys, s3, s3errors
+from mediad.storage.local import READ_CHUNK, Store, TempFile, hash_file
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +220,7 @@ class Scrubber:
         """None when the file hashes to the row's SHA-256; else (problem, detail)."""
         async with self._hashing:
             try:
-                size, sha256 = await asyncio.to_thread(s3.hash_file, Path(path))
+                size, sha256 = await asyncio.to_thread(hash_file, Path(path))
             except FileNotFoundError:
                 result: tuple[str, str] | None = ("local_missing", "no such file")
             except OSError as exc:
@@ -238,7 +238,7 @@ class Scrubber:
     async def _check_object(self, group: _Group, url: str) -> str | None:
         """None when the object holds the bytes; else what is wrong ("missing", ...)."""
         if self._s3 is None:
-            raise s3.S3AccessError(
+            raise s3errors.S3AccessError(
                 "archived objects cannot be checked: the archive is not configured here",
                 error_code="s3_misconfigured",
             )
@@ -257,7 +257,7 @@ class Scrubber:
         info = await self._s3.head(key, bucket)
         if info is None:
             return "missing"
-        verdict = s3.judge(
+        verdict = checksums.judge(
             info,
             size=group.size,
             sha256=group.sha256,
@@ -318,7 +318,7 @@ class Scrubber:
 
             def copy() -> None:
                 with open(source, "rb") as handle:
-                    while chunk := handle.read(s3.DOWNLOAD_CHUNK):
+                    while chunk := handle.read(READ_CHUNK):
                         tmp.write(chunk)
 
             try:
@@ -366,7 +366,7 @@ class Scrubber:
         )
         try:
             done, _ = await self._archiver.upload(local, key)
-        except (errors.StageError, s3.S3RejectedError, s3.S3BadDigestError) as exc:
+        except (errors.StageError, s3errors.S3RejectedError, s3errors.S3BadDigestError) as exc:
             log.warning("repair_failed", archive_url=url, error=str(exc))
             return False
         record = {

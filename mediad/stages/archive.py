@@ -23,8 +23,8 @@ from mediad import errors
 from mediad.commands import evict
 from mediad.config import ArchiveConfig, Config
 from mediad.stage import Process, Result, Row, Stage
-from mediad.storage import objectkeys, s3
-from mediad.storage.local import Store
+from mediad.storage import checksums, objectkeys, s3, s3errors
+from mediad.storage.local import Store, hash_file
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +118,7 @@ class Health:
         self.failures = 0
         self._pause = self._base
 
-    def refused(self, exc: s3.S3Error) -> errors.StagePausedError:
+    def refused(self, exc: s3errors.S3Error) -> errors.StagePausedError:
         """Credentials, permissions, bucket or region: loud, once while it lasts, then pause."""
         if self.problem is None:
             self.problem = exc.error_code
@@ -131,7 +131,7 @@ class Health:
             )
         return self._paused(exc)
 
-    def unavailable(self, exc: s3.S3UnavailableError) -> errors.StageError:
+    def unavailable(self, exc: s3errors.S3UnavailableError) -> errors.StageError:
         """A 5xx, throttling or connection failure: the row retries, or the stage pauses."""
         self.failures += 1
         if self.failures < OUTAGE_AFTER:
@@ -142,7 +142,7 @@ class Health:
             log.error("archive_endpoint_down", error_code=exc.error_code, error=str(exc))
         return self._paused(exc)
 
-    def _paused(self, exc: s3.S3Error) -> errors.StagePausedError:
+    def _paused(self, exc: s3errors.S3Error) -> errors.StagePausedError:
         now = self._clock()
         if now < self._resume_at:
             # Another row hit the same wall: keep the pause already running as it is.
@@ -186,9 +186,9 @@ class Archiver:
         """At start: say at once (never fail) if the bucket cannot be used."""
         try:
             await self._s3.check_bucket()
-        except s3.S3UnavailableError as exc:
+        except s3errors.S3UnavailableError as exc:
             log.warning("archive_endpoint_unreachable", error=str(exc))
-        except s3.S3Error as exc:
+        except s3errors.S3Error as exc:
             self.health.refused(exc)
         else:
             log.info("archive_ready", bucket=self._s3.bucket)
@@ -199,11 +199,11 @@ class Archiver:
         key = self.key_for(row, local)
         try:
             done, gone = await self.upload(local, key)
-        except s3.S3UnavailableError as exc:
+        except s3errors.S3UnavailableError as exc:
             raise self.health.unavailable(exc) from None
-        except s3.S3AccessError as exc:
+        except s3errors.S3AccessError as exc:
             raise self.health.refused(exc) from None
-        except s3.S3RejectedError as exc:
+        except s3errors.S3RejectedError as exc:
             self.health.ok()  # S3 answered: it is this request it refuses
             raise errors.PermanentError(str(exc), error_code=exc.error_code) from None
         self.health.ok()
@@ -282,7 +282,7 @@ class Archiver:
                     key, data, md5=local.md5, sha256=local.sha256, if_none_match=False
                 )
                 assert uploaded is not None
-        except s3.S3BadDigestError as exc:
+        except s3errors.S3BadDigestError as exc:
             raise await self._blame(local, path, exc) from None
         finally:
             del data
@@ -300,15 +300,17 @@ class Archiver:
             uploaded = await self._s3.put_file_multipart(
                 key, path, size=local.size, sha256=local.sha256
             )
-        except s3.DigestMismatchError as exc:
+        except checksums.DigestMismatchError as exc:
             raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
-        except s3.S3BadDigestError as exc:
+        except s3errors.S3BadDigestError as exc:
             raise await self._blame(local, path, exc) from None
         return await self._verified(local, key, "uploaded", uploaded)
 
-    async def _blame(self, local: Local, path: Path, exc: s3.S3BadDigestError) -> errors.StageError:
+    async def _blame(
+        self, local: Local, path: Path, exc: s3errors.S3BadDigestError
+    ) -> errors.StageError:
         """S3 got bytes that do not match the row's digests: is our file damaged, or the wire?"""
-        size, sha256 = await asyncio.to_thread(s3.hash_file, path)
+        size, sha256 = await asyncio.to_thread(hash_file, path)
         if (size, sha256) != (local.size, local.sha256):
             return errors.PermanentError(
                 f"{path} no longer hashes to its recorded SHA-256",
@@ -321,7 +323,7 @@ class Archiver:
     ) -> Archived:
         """HEAD the object just written and compare it with our digests."""
         if not self._config.verify_after_upload:
-            expected = uploaded.composite_sha256 or s3.b64(local.sha256)
+            expected = uploaded.composite_sha256 or checksums.b64(local.sha256)
             how = "put_response" if uploaded.checksum_sha256 == expected else "not_verified"
             return Archived(
                 key, outcome, how, uploaded.etag, uploaded.checksum_sha256,
@@ -343,8 +345,10 @@ class Archiver:
             uploaded.parts, uploaded.part_size,
         )  # fmt: skip
 
-    def _judge(self, info: s3.ObjectInfo, local: Local, composite: str | None = None) -> s3.Verdict:
-        return s3.judge(
+    def _judge(
+        self, info: s3.ObjectInfo, local: Local, composite: str | None = None
+    ) -> checksums.Verdict:
+        return checksums.judge(
             info,
             size=local.size,
             sha256=local.sha256,

@@ -28,7 +28,7 @@ KINDS = frozenset({"images", "videos", "audio", "documents"})
 TEMP_DIR_NAME = ".tmp"
 FILE_MODE = 0o640
 DIR_MODE = 0o750
-VERIFY_CHUNK = 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
@@ -407,7 +407,7 @@ class Store:
     def verify(self, path: Path, sha256: str) -> bool:
         """Re-hash `path` in 1 MiB chunks; False if it is missing or its SHA-256 differs."""
         digest = hashlib.sha256()
-        buffer = bytearray(VERIFY_CHUNK)
+        buffer = bytearray(READ_CHUNK)
         view = memoryview(buffer)
         try:
             with open(path, "rb", buffering=0) as f:
@@ -416,6 +416,19 @@ class Store:
         except FileNotFoundError:
             return False
         return digest.hexdigest() == sha256.lower()
+
+
+def hash_file(path: Path) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in 1 MiB chunks (runs in a thread)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
+            size += read
+    return size, digest.hexdigest()
 
 
 def _remove_if_unlocked(path: Path) -> bool:
