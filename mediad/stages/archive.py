@@ -32,7 +32,6 @@ log = structlog.get_logger(__name__)
 # stage pauses instead of spending the attempts of row after row.
 OUTAGE_AFTER = 3
 
-_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
 _EXT = re.compile(r"[a-z0-9]{1,8}")
 
 
@@ -88,7 +87,7 @@ def local_of(row: Row, store: Store) -> Local:
                 error_code="local_file_outside_store",
             ) from None
     sha256, md5 = (row.sha256_sum or "").lower(), (row.md5_sum or "").lower()
-    if not _HEX["sha256"].fullmatch(sha256) or not _HEX["md5"].fullmatch(md5):
+    if not checksums.is_sha256(sha256) or not checksums.is_md5(md5):
         raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
     if row.file_size is None or row.file_size < 0:
         raise errors.PermanentError("the row has no file_size", error_code="bad_digests")

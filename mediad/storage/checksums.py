@@ -19,8 +19,23 @@ if TYPE_CHECKING:
     from mediad.storage.s3 import ObjectInfo
 
 
+# Digests as mediad records them (rows, object metadata, store paths): lowercase hex.
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_MD5_HEX = re.compile(r"[0-9a-f]{32}")
+
+
 class DigestMismatchError(errors.MediadError):
     """The bytes read from a local file do not hash to the digest its row records."""
+
+
+def is_sha256(text: str) -> bool:
+    """Whether `text` is a SHA-256 digest as mediad spells one: 64 lowercase hex digits."""
+    return _SHA256_HEX.fullmatch(text) is not None
+
+
+def is_md5(text: str) -> bool:
+    """Whether `text` is an MD5 digest as mediad spells one: 32 lowercase hex digits."""
+    return _MD5_HEX.fullmatch(text) is not None
 
 
 def b64(hex_digest: str) -> str:
@@ -69,12 +84,7 @@ def judge(
         if checksum == composite_sha256:
             return Verdict(True, "composite_sha256")
         return Verdict(False, "composite SHA-256 checksum differs")
-    if (
-        not info.multipart
-        and etag_is_md5
-        and md5 is not None
-        and re.fullmatch(r"[0-9a-f]{32}", info.etag)
-    ):
+    if not info.multipart and etag_is_md5 and md5 is not None and is_md5(info.etag):
         if info.etag == md5:
             return Verdict(True, "etag_md5")
         return Verdict(False, "ETag (MD5) differs")

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from mediad import errors
+from mediad.storage import checksums
 
 if TYPE_CHECKING:
     from mediad.config import StorageConfig
@@ -30,7 +31,6 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 READ_CHUNK = 1024 * 1024
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Filesystems that cannot hard-link report one of these; commit then falls back to rename.
@@ -249,7 +249,7 @@ class Store:
         """`{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; ValueError on a bad kind, digest or ext."""
         if kind not in KINDS:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {sorted(KINDS)}")
-        if not _SHA256_RE.fullmatch(sha256):
+        if not checksums.is_sha256(sha256):
             raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
         if not _EXT_RE.fullmatch(ext):
             raise ValueError(f"bad file extension {ext!r}; expected 1-8 of [a-z0-9]")

@@ -14,7 +14,6 @@ import base64
 import contextlib
 import hashlib
 import io
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,6 @@ log = structlog.get_logger(__name__)
 METADATA_SHA256 = "mediad-sha256"
 MAX_PARTS = 10_000
 DOWNLOAD_CHUNK = 1024 * 1024
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,7 @@ class S3:
             size=int(answer["ContentLength"]),
             etag=str(answer.get("ETag", "")).strip('"'),
             checksum_sha256=answer.get("ChecksumSHA256"),
-            metadata_sha256=recorded if recorded and _HEX64.fullmatch(recorded) else None,
+            metadata_sha256=recorded if recorded and checksums.is_sha256(recorded) else None,
         )
 
     async def put_bytes(

@@ -33,6 +33,15 @@ def judge(obj: s3.ObjectInfo, **kwargs: object) -> checksums.Verdict:
     return checksums.judge(obj, size=len(DATA), sha256=SHA, md5=MD5, **kwargs)  # type: ignore[arg-type]
 
 
+def test_digests_are_lowercase_hex_of_their_length() -> None:
+    """SHA-256 is 64 and MD5 32 lowercase hex digits, nothing before or after (no newline)."""
+    assert checksums.is_sha256(SHA) and checksums.is_md5(MD5)
+    for bad in (SHA.upper(), SHA[:-1], SHA + "0", SHA + "\n", " " + SHA, "g" * 64, MD5, ""):
+        assert not checksums.is_sha256(bad), bad
+    for bad in (MD5.upper(), MD5[:-1], MD5 + "\n", SHA, ""):
+        assert not checksums.is_md5(bad), bad
+
+
 def test_a_matching_object_is_verified_by_its_strongest_checksum() -> None:
     """SHA-256 first; without it the MD5 ETag; without either our recorded digest."""
     assert judge(info()) == checksums.Verdict(True, "checksum_sha256")
