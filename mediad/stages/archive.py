@@ -211,7 +211,7 @@ class Archiver:
     def key_for(self, row: Row, local: Local) -> str:
         """The row's key: where it was archived before (in this bucket), else the template's."""
         if row.archive_url:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, objectkeys.UnsafeKeyError):
                 bucket, key = objectkeys.parse_s3_url(row.archive_url)
                 if bucket == self._s3.bucket:
                     objectkeys.check_key(key)

@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mediad import errors
+
 # year, month and day are the archive time in UTC (seed 001's `media/{year}/{month}/...`).
 FIELDS = frozenset(
     {
@@ -36,7 +38,7 @@ _VALUE = re.compile(r"[A-Za-z0-9._~=+@:-]+")
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.DOTALL)
 
 
-class UnsafeKeyError(ValueError):
+class UnsafeKeyError(errors.MediadError):
     """A value cannot go into a key (it would add a segment, or is empty)."""
 
 

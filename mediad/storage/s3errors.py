@@ -28,8 +28,7 @@ class S3Error(errors.MediadError):
 
 
 class S3AccessError(S3Error):
-    """We may not use the bucket (credentials, permissions, no such bucket, wrong region, a
-    setting the bucket refuses): nothing will work until an operator acts."""
+    """The bucket cannot be used as configured: nothing works until an operator acts."""
 
 
 class S3UnavailableError(S3Error):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import re
 from datetime import UTC, datetime
@@ -311,6 +312,25 @@ async def test_a_small_file_costs_one_put_and_one_head(
     assert put.headers["Content-MD5"] == b64(stored.md5).encode()
     assert put.headers["x-amz-checksum-sha256"] == b64(stored.sha256).encode()
     assert b"mediad/" in put.headers["User-Agent"]
+
+
+async def test_a_row_keeps_its_recorded_key_unless_it_is_unsafe(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A row archived before in this bucket keeps its key; a key that would add an empty, . or
+    .. segment, another bucket's, or no s3:// URL at all gets the template's key instead."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    sha, md5 = hashlib.sha256(b"x").hexdigest(), hashlib.md5(b"x").hexdigest()
+    local = archive.Local(None, sha, md5, 1, "jpg")
+    fresh = Row("med-1", 1, "https://x.example/1.jpg", "image")
+    async with s3.open_client(cfg.archive) as client:
+        archiver = archive.Archiver(cfg.archive, client, store_of(cfg))
+        templated = archiver.key_for(fresh, local)
+        assert templated.endswith(f"/media/{sha[:2]}/{sha}.jpg")
+        kept = dataclasses.replace(fresh, archive_url="s3://media/old/key.jpg")
+        assert archiver.key_for(kept, local) == "old/key.jpg"
+        for url in ("s3://media/a/../b", "s3://media/a//b", "s3://other/old/key.jpg", "x"):
+            assert archiver.key_for(dataclasses.replace(fresh, archive_url=url), local) == templated
 
 
 def test_endpoint_shortcut_only_for_rules_that_never_read_the_key() -> None:

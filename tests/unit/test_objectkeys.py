@@ -76,6 +76,15 @@ def test_unsafe_values_never_enter_a_key(media_id: str) -> None:
         template.render({**VALUES, "media_id": media_id})
 
 
+@pytest.mark.parametrize("key", ["", "/a", "a//b", "a/./b", "a/../b", "a/", "k" * 1025])
+def test_keys_that_leave_their_place_are_refused(key: str) -> None:
+    """check_key refuses empty, absolute, . and .. segments and over-long keys with an error of
+    mediad's own family."""
+    with pytest.raises(objectkeys.UnsafeKeyError) as refused:
+        objectkeys.check_key(key)
+    assert isinstance(refused.value, errors.MediadError)
+
+
 def test_a_missing_value_is_refused() -> None:
     """A template field the row has no value for is an error, not an empty segment."""
     with pytest.raises(objectkeys.UnsafeKeyError, match="post_id"):
