@@ -254,17 +254,8 @@ class Scrubber:
             if hashed != (group.size, group.sha256):
                 return f"downloaded {hashed[0]} bytes that do not hash to the row's SHA-256"
             return None
-        info = await self._s3.head(key, bucket)
-        if info is None:
-            return "missing"
-        verdict = checksums.judge(
-            info,
-            size=group.size,
-            sha256=group.sha256,
-            md5=group.md5,
-            composite_sha256=group.checksums.get(url),
-            etag_is_md5=self._s3.etag_is_md5,
-        )
+        expected = checksums.Expected(group.size, group.sha256, group.md5, group.checksums.get(url))
+        _, verdict = await self._s3.check(key, expected, bucket)
         if verdict.how == "unverifiable":
             self.report.unverifiable += 1
             return None

@@ -70,6 +70,10 @@ class Local:
     size: int
     ext: str
 
+    def expected(self, composite_sha256: str | None = None) -> checksums.Expected:
+        """What an object of these bytes must hold (for multipart: the composite of its parts)."""
+        return checksums.Expected(self.size, self.sha256, self.md5, composite_sha256)
+
 
 def local_of(row: Row, store: Store) -> Local:
     """The row's local file and digests; PermanentError when the row cannot be archived."""
@@ -251,11 +255,9 @@ class Archiver:
 
     async def _without_local_file(self, local: Local, key: str) -> Archived:
         # Evicted or deleted behind our back: fine if the archive already holds these bytes.
-        info = await self._s3.head(key)
-        if info is not None:
-            verdict = self._judge(info, local)
-            if verdict.ok:
-                return _archived(key, "already_present", verdict.how, info)
+        info, verdict = await self._s3.check(key, local.expected())
+        if info is not None and verdict.ok:
+            return _archived(key, "already_present", verdict.how, info)
         what = f"local file {local.path} is missing" if local.path else "no local file"
         raise errors.PermanentError(
             f"{what}, and the archive does not hold its bytes", error_code="local_file_missing"
@@ -270,12 +272,10 @@ class Archiver:
                 key, data, md5=local.md5, sha256=local.sha256, if_none_match=content_addressed
             )
             if uploaded is None:
-                info = await self._s3.head(key)
-                if info is not None:
-                    verdict = self._judge(info, local)
-                    if verdict.ok:
-                        return _archived(key, "already_present", verdict.how, info)
-                log.warning("archive_object_replaced", key=key)
+                info, verdict = await self._s3.check(key, local.expected())
+                if info is not None and verdict.ok:
+                    return _archived(key, "already_present", verdict.how, info)
+                log.warning("archive_object_replaced", key=key, problem=verdict.how)
                 outcome = "replaced"
                 uploaded = await self._s3.put_bytes(
                     key, data, md5=local.md5, sha256=local.sha256, if_none_match=False
@@ -289,11 +289,10 @@ class Archiver:
 
     async def _put_large(self, local: Local, path: Path, key: str) -> Archived:
         if local.sha256 in key:
-            info = await self._s3.head(key)
+            info, verdict = await self._s3.check(key, local.expected())
+            if info is not None and verdict.ok:
+                return _archived(key, "already_present", verdict.how, info)
             if info is not None:
-                verdict = self._judge(info, local)
-                if verdict.ok:
-                    return _archived(key, "already_present", verdict.how, info)
                 log.warning("archive_object_replaced", key=key, problem=verdict.how)
         try:
             uploaded = await self._s3.put_file_multipart(
@@ -328,12 +327,11 @@ class Archiver:
                 key, outcome, how, uploaded.etag, uploaded.checksum_sha256,
                 uploaded.parts, uploaded.part_size,
             )  # fmt: skip
-        info = await self._s3.head(key)
+        info, verdict = await self._s3.check(key, local.expected(uploaded.composite_sha256))
         if info is None:
             raise errors.TransientError(
                 f"{key} is not there right after its upload", error_code="archive_verify_failed"
             )
-        verdict = self._judge(info, local, composite=uploaded.composite_sha256)
         if not verdict.ok:
             raise errors.TransientError(
                 f"{key} does not match what was uploaded: {verdict.how}",
@@ -343,18 +341,6 @@ class Archiver:
             key, outcome, verdict.how, info.etag, info.checksum_sha256,
             uploaded.parts, uploaded.part_size,
         )  # fmt: skip
-
-    def _judge(
-        self, info: s3.ObjectInfo, local: Local, composite: str | None = None
-    ) -> checksums.Verdict:
-        return checksums.judge(
-            info,
-            size=local.size,
-            sha256=local.sha256,
-            md5=local.md5,
-            composite_sha256=composite,
-            etag_is_md5=self._s3.etag_is_md5,
-        )
 
     def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
         record: dict[str, Any] = {

@@ -50,6 +50,17 @@ def composite(part_sha256s: list[bytes]) -> str:
 
 
 @dataclass(frozen=True)
+class Expected:
+    """The bytes an object must hold: their size and hex digests, and for a multipart object the
+    composite checksum its parts predict."""
+
+    size: int
+    sha256: str
+    md5: str | None
+    composite_sha256: str | None = None  # base64, `...-N`
+
+
+@dataclass(frozen=True)
 class Verdict:
     """Whether an object holds the bytes we expect, and on what evidence."""
 
@@ -57,20 +68,13 @@ class Verdict:
     how: str  # checksum_sha256, composite_sha256, etag_md5, metadata_sha256; or the problem
 
 
-def judge(
-    info: ObjectInfo,
-    *,
-    size: int,
-    sha256: str,
-    md5: str | None,
-    composite_sha256: str | None = None,
-    etag_is_md5: bool = True,
-) -> Verdict:
+def judge(info: ObjectInfo, expected: Expected, *, etag_is_md5: bool = True) -> Verdict:
     """Compare a HEAD with our digests: size, then the strongest checksum the object has.
 
     A mismatch of any checksum present is damage; an object with none we can check is
-    `unverifiable` (use --deep).
+    `unverifiable` (use --deep). Under SSE-KMS an ETag is no MD5: `etag_is_md5` False.
     """
+    size, sha256, md5 = expected.size, expected.sha256, expected.md5
     if info.size != size:
         return Verdict(False, f"size {info.size}, expected {size}")
     if info.metadata_sha256 is not None and info.metadata_sha256 != sha256:
@@ -80,8 +84,8 @@ def judge(
         if checksum == b64(sha256):
             return Verdict(True, "checksum_sha256")
         return Verdict(False, "SHA-256 checksum differs")
-    if checksum is not None and composite_sha256 is not None:
-        if checksum == composite_sha256:
+    if checksum is not None and expected.composite_sha256 is not None:
+        if checksum == expected.composite_sha256:
             return Verdict(True, "composite_sha256")
         return Verdict(False, "composite SHA-256 checksum differs")
     if not info.multipart and etag_is_md5 and md5 is not None and is_md5(info.etag):

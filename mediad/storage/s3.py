@@ -132,6 +132,16 @@ class S3:
             metadata_sha256=recorded if recorded and checksums.is_sha256(recorded) else None,
         )
 
+    async def check(
+        self, key: str, expected: checksums.Expected, bucket: str | None = None
+    ) -> tuple[ObjectInfo | None, checksums.Verdict]:
+        """HEAD the object and judge it against `expected`: what the HEAD said, and the verdict
+        (not ok, "missing", when there is no such object)."""
+        info = await self.head(key, bucket)
+        if info is None:
+            return None, checksums.Verdict(False, "missing")
+        return info, checksums.judge(info, expected, etag_is_md5=self.etag_is_md5)
+
     async def put_bytes(
         self, key: str, data: bytes | bytearray, *, md5: str, sha256: str, if_none_match: bool
     ) -> Uploaded | None:

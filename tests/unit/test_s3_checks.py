@@ -29,8 +29,8 @@ def info(**overrides: object) -> s3.ObjectInfo:
     return s3.ObjectInfo(**fields)  # type: ignore[arg-type]
 
 
-def judge(obj: s3.ObjectInfo, **kwargs: object) -> checksums.Verdict:
-    return checksums.judge(obj, size=len(DATA), sha256=SHA, md5=MD5, **kwargs)  # type: ignore[arg-type]
+def judge(obj: s3.ObjectInfo, composite_sha256: str | None = None) -> checksums.Verdict:
+    return checksums.judge(obj, checksums.Expected(len(DATA), SHA, MD5, composite_sha256))
 
 
 def test_digests_are_lowercase_hex_of_their_length() -> None:
