@@ -93,7 +93,7 @@ class Progress:
 @dataclass
 class _Group:
     sha256: str
-    md5: str
+    md5: str | None
     size: int
     paths: dict[str, list[str]] = field(default_factory=dict)  # local path -> media_ids
     objects: dict[str, list[str]] = field(default_factory=dict)  # s3 URL -> media_ids
@@ -352,23 +352,13 @@ class Scrubber:
             log.warning("repair_refused", archive_url=url, reason="not the configured bucket")
             return False
         path = good_paths[0]
-        local = archive.Local(
-            Path(path), group.sha256, group.md5, group.size, Path(path).suffix[1:] or "bin"
-        )
         try:
+            local = archive.Local.checked(Path(path), group.sha256, group.md5, group.size)
             done, _ = await self._archiver.upload(local, key)
         except (errors.StageError, s3errors.S3RejectedError, s3errors.S3BadDigestError) as exc:
             log.warning("repair_failed", archive_url=url, error=str(exc))
             return False
-        record = {
-            "bucket": bucket,
-            "key": key,
-            "etag": done.etag,
-            "checksum_sha256": done.checksum_sha256,
-            "parts": done.parts,
-            "part_size": done.part_size,
-            "verified": done.verified,
-        }
+        record = archive.archive_record(bucket, done)
         details = {"archive_url": url, "source": self._store.relative(Path(path))}
         details |= {"outcome": done.outcome, "verified": done.verified, "by": self._by}
         await self._pool.execute(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,15 +23,13 @@ from mediad.commands import evict
 from mediad.config import ArchiveConfig, Config
 from mediad.stage import Process, Result, Row, Stage
 from mediad.storage import checksums, objectkeys, s3, s3errors
-from mediad.storage.local import Store, hash_file
+from mediad.storage.local import Store, hash_file, valid_ext
 
 log = structlog.get_logger(__name__)
 
 # Consecutive failures to reach S3 (no success between) after which it counts as down: the
 # stage pauses instead of spending the attempts of row after row.
 OUTAGE_AFTER = 3
-
-_EXT = re.compile(r"[a-z0-9]{1,8}")
 
 
 def make_stage(config: Config, process: Process) -> Stage:
@@ -70,6 +67,17 @@ class Local:
     size: int
     ext: str
 
+    @classmethod
+    def checked(cls, path: Path | None, sha256: str, md5: str | None, size: int | None) -> Local:
+        """A file and the digests recorded for it; PermanentError unless they are valid."""
+        sha256, md5 = sha256.lower(), (md5 or "").lower()
+        if not checksums.is_sha256(sha256) or not checksums.is_md5(md5):
+            raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
+        if size is None or size < 0:
+            raise errors.PermanentError("the row has no file_size", error_code="bad_digests")
+        ext = path.suffix[1:] if path is not None else ""
+        return cls(path, sha256, md5, size, ext if valid_ext(ext) else "bin")
+
     def expected(self, composite_sha256: str | None = None) -> checksums.Expected:
         """What an object of these bytes must hold (for multipart: the composite of its parts)."""
         return checksums.Expected(self.size, self.sha256, self.md5, composite_sha256)
@@ -90,13 +98,7 @@ def local_of(row: Row, store: Store) -> Local:
                 f"{path} is not inside the store {store.root}",
                 error_code="local_file_outside_store",
             ) from None
-    sha256, md5 = (row.sha256_sum or "").lower(), (row.md5_sum or "").lower()
-    if not checksums.is_sha256(sha256) or not checksums.is_md5(md5):
-        raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
-    if row.file_size is None or row.file_size < 0:
-        raise errors.PermanentError("the row has no file_size", error_code="bad_digests")
-    ext = path.suffix[1:] if path is not None else ""
-    return Local(path, sha256, md5, row.file_size, ext if _EXT.fullmatch(ext) else "bin")
+    return Local.checked(path, row.sha256_sum or "", row.md5_sum, row.file_size)
 
 
 class Health:
@@ -343,15 +345,7 @@ class Archiver:
         )  # fmt: skip
 
     def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
-        record: dict[str, Any] = {
-            "bucket": self._s3.bucket,
-            "key": done.key,
-            "etag": done.etag,
-            "checksum_sha256": done.checksum_sha256,
-            "parts": done.parts,
-            "part_size": done.part_size,
-            "verified": done.verified,
-        }
+        record = archive_record(self._s3.bucket, done)
         details: dict[str, Any] = {
             "bucket": self._s3.bucket,
             "key": done.key,
@@ -370,6 +364,19 @@ class Archiver:
             "local_file_gone": gone,
         }
         return Result(columns=columns, details=details)
+
+
+def archive_record(bucket: str, done: Archived) -> dict[str, Any]:
+    """The row's `metadata.archive`: where the object is, what S3 says of it, how it was proven."""
+    return {
+        "bucket": bucket,
+        "key": done.key,
+        "etag": done.etag,
+        "checksum_sha256": done.checksum_sha256,
+        "parts": done.parts,
+        "part_size": done.part_size,
+        "verified": done.verified,
+    }
 
 
 def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived:

@@ -46,6 +46,11 @@ class DiskFullError(errors.StagePausedError):
         super().__init__(message, error_code="disk_full", pause_for=pause_for)
 
 
+def valid_ext(ext: str) -> bool:
+    """Whether `ext` may end a stored file's name: 1-8 of [a-z0-9]."""
+    return _EXT_RE.fullmatch(ext) is not None
+
+
 def _is_disk_full(exc: OSError) -> bool:
     return exc.errno in _DISK_FULL_ERRNOS
 
@@ -251,7 +256,7 @@ class Store:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {sorted(KINDS)}")
         if not checksums.is_sha256(sha256):
             raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
-        if not _EXT_RE.fullmatch(ext):
+        if not valid_ext(ext):
             raise ValueError(f"bad file extension {ext!r}; expected 1-8 of [a-z0-9]")
         path = f"{self._prefix}{kind}/{sha256[:2]}/{sha256}.{ext}"
         # Redundant after the checks above, kept so a future loosening cannot escape the root.
