@@ -32,9 +32,6 @@ _PAGE = 100
 _GROUPS_AT_ONCE = 8
 _HASHES_AT_ONCE = 2
 
-LOCAL_PROBLEMS = ("local_missing", "local_corrupt", "local_unreadable")
-ARCHIVE_PROBLEMS = ("archive_missing", "archive_corrupt")
-
 
 @dataclass
 class Damage:

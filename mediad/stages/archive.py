@@ -266,7 +266,7 @@ class Archiver:
         )
 
     async def _put_small(self, local: Local, path: Path, key: str, data: bytearray) -> Archived:
-        content_addressed = local.sha256 in key
+        content_addressed = objectkeys.content_addressed(key, local.sha256)
         outcome = "uploaded"
         try:
             # If-None-Match: one request, where HEAD-then-PUT would take two for a new object.
@@ -290,7 +290,7 @@ class Archiver:
         return await self._verified(local, key, outcome, uploaded)
 
     async def _put_large(self, local: Local, path: Path, key: str) -> Archived:
-        if local.sha256 in key:
+        if objectkeys.content_addressed(key, local.sha256):
             info, verdict = await self._s3.check(key, local.expected())
             if info is not None and verdict.ok:
                 return _archived(key, "already_present", verdict.how, info)

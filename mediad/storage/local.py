@@ -1,4 +1,4 @@
-"""The content-addressed local store: every on-disk path, temp files, atomic commit, verification.
+"""The content-addressed local store: every on-disk path, temp files, atomic commit, re-hashing.
 
 Files live at `{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; bodies are streamed into `{root}/.tmp/`
 (same filesystem) and hashed in the same pass, then fsynced and linked into place.
@@ -96,14 +96,6 @@ class TempFile:
     @property
     def sha256(self) -> str:
         return self._sha256.hexdigest()
-
-    @property
-    def committed(self) -> bool:
-        return self._committed
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
 
     def fileno(self) -> int:
         """The open descriptor (write-only); ValueError once committed or discarded."""
@@ -408,19 +400,6 @@ class Store:
         os.rename(tmp.path, final)
         _fsync_dir(final.parent)
         return False
-
-    def verify(self, path: Path, sha256: str) -> bool:
-        """Re-hash `path` in 1 MiB chunks; False if it is missing or its SHA-256 differs."""
-        digest = hashlib.sha256()
-        buffer = bytearray(READ_CHUNK)
-        view = memoryview(buffer)
-        try:
-            with open(path, "rb", buffering=0) as f:
-                while read := f.readinto(buffer):
-                    digest.update(view[:read])
-        except FileNotFoundError:
-            return False
-        return digest.hexdigest() == sha256.lower()
 
 
 def hash_file(path: Path) -> tuple[int, str]:

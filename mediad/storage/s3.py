@@ -96,9 +96,9 @@ class S3:
         """Under SSE-KMS an ETag is not the MD5 of the bytes."""
         return self.config.sse != "aws:kms"
 
-    async def check_bucket(self, bucket: str | None = None) -> None:
+    async def check_bucket(self) -> None:
         """Raise S3AccessError or S3UnavailableError unless the bucket answers."""
-        bucket = bucket or self.bucket
+        bucket = self.bucket
         try:
             await self.client.head_bucket(Bucket=bucket)
         except boto_errors.ClientError as exc:

@@ -28,14 +28,14 @@ def test_default_template_is_content_addressed() -> None:
     """The default key is media/{sha256[:2]}/{sha256}.{ext}, and the same bytes give one key."""
     template = objectkeys.parse("media/{sha256[:2]}/{sha256}.{ext}")
     assert template.render(VALUES) == f"media/ab/{SHA}.jpg"
-    assert template.content_addressed
+    assert objectkeys.content_addressed(template.render(VALUES), SHA)
 
 
 def test_seed_001_template() -> None:
     """Seed 001's media/{year}/{month}/{media_id}.{ext} works and is keyed by row, not content."""
     template = objectkeys.parse("media/{year}/{month}/{media_id}.{ext}")
     assert template.render(VALUES) == "media/2026/03/med-123.jpg"
-    assert not template.content_addressed
+    assert not objectkeys.content_addressed(template.render(VALUES), SHA)
 
 
 @pytest.mark.parametrize(
