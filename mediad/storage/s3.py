@@ -14,7 +14,7 @@ import base64
 import contextlib
 import hashlib
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from botocore.config import Config as BotoConfig
 
 from mediad import __version__
 from mediad.config import ArchiveConfig
-from mediad.storage import buffers, checksums, s3errors
+from mediad.storage import buffers, checksums, s3errors, s3shortcuts
 
 log = structlog.get_logger(__name__)
 
@@ -74,10 +74,14 @@ class Uploaded:
 class S3:
     """The daemon's one S3 client, with the archive settings every request needs."""
 
-    def __init__(self, client: Any, config: ArchiveConfig) -> None:
+    def __init__(
+        self, client: Any, config: ArchiveConfig, *, shortcuts: frozenset[str] = frozenset()
+    ) -> None:
         self.client = client
         self.config = config
         self.bucket = config.bucket
+        # The botocore shortcuts (s3shortcuts) this client was opened with.
+        self.shortcuts = shortcuts
         # One part being read while upload_concurrency parts are sent.
         self.part_buffers = buffers.PartBuffers(config.upload_concurrency + 1, config.part_size)
 
@@ -381,17 +385,14 @@ def _credential_resolver(session: aiobotocore.session.AioSession) -> AioCredenti
 
 
 @contextlib.asynccontextmanager
-async def open_client(config: ArchiveConfig) -> AsyncIterator[S3]:
-    """One aioboto3 session and S3 client, for as long as the block runs."""
+async def open_client(
+    config: ArchiveConfig, *, shortcuts: Collection[str] = s3shortcuts.ALL
+) -> AsyncIterator[S3]:
+    """One aioboto3 session and S3 client, for as long as the block runs; `shortcuts` (all by
+    default) are the botocore shortcuts of s3shortcuts to take."""
     botocore_session = aiobotocore.session.AioSession()
     botocore_session.register_component(
         "credential_provider", _credential_resolver(botocore_session)
-    )
-    # mediad reads no timestamp from S3's answers: leave them as sent instead of parsing one
-    # (a date parse per HEAD) on every answer. Safe because this session makes no other client
-    # (the credential providers above are static: no STS expiry to parse).
-    botocore_session.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=str
     )
     session = aioboto3.Session(botocore_session=botocore_session, region_name=config.region)
     boto_config = BotoConfig(
@@ -407,54 +408,14 @@ async def open_client(config: ArchiveConfig) -> AsyncIterator[S3]:
         read_timeout=config.read_timeout,
         max_pool_connections=config.concurrency * config.upload_concurrency + 8,
         user_agent_extra=f"mediad/{__version__}",
-        # Our calls are fixed and typed; validating them again costs ~15% of a HEAD's CPU.
+        # botocore's parameter validation refuses the sliced body a part or a PUT over 1 MiB is
+        # sent with (an async iterable, not a file: buffers.SlicedBody), and our calls are fixed
+        # and typed. On, it would also cost ~0.2 ms of CPU per small file, ~4% (measured with
+        # benchmarks/s3_requests.py and a variant turning it on, for small files only).
         parameter_validation=False,
     )
     async with session.client(
         "s3", endpoint_url=config.endpoint_url or None, config=boto_config
     ) as client:
-        _skip_per_request_work(client, botocore_session)
-        yield S3(client, config)
-
-
-def _skip_per_request_work(client: Any, botocore_session: Any) -> None:
-    """Drop work botocore repeats on every request although its answer never changes for us.
-
-    A small file costs a PUT and a HEAD, and botocore's own CPU per request, not the bytes, is
-    what limits the archive stage. Two of its steps give the same answer every time, yet took
-    about a quarter of that CPU (profiled on PUT + HEAD of 50-300 kB files):
-
-    - Endpoint resolution runs S3's rule set with the object key among its inputs. The rules
-      never read the key, but the result is cached by all inputs, so every new key misses the
-      cache and runs the rules again. Resolving without the key gives the same endpoint, cached.
-      Only done when the loaded rule set indeed never reads the key.
-    - The User-Agent string is rebuilt twice per request; it is the same string each time.
-
-    Both reach into botocore's internals: if they are not where expected, nothing is changed.
-    """
-    provider: Any = getattr(getattr(client, "_ruleset_resolver", None), "_provider", None)
-    resolve = getattr(provider, "resolve_endpoint", None)
-    if resolve is not None:
-        rules = botocore_session.get_component("data_loader").load_service_model(
-            "s3", "endpoint-rule-set-1", client.meta.service_model.api_version
-        )
-        if not _reads(rules.get("rules"), "Key"):
-
-            def resolve_endpoint(**params: Any) -> Any:
-                params.pop("Key", None)
-                return resolve(**params)
-
-            provider.resolve_endpoint = resolve_endpoint
-    creator = getattr(client, "_user_agent_creator", None)
-    if creator is not None and callable(getattr(creator, "to_string", None)):
-        user_agent: str = creator.to_string()
-        creator.to_string = lambda: user_agent
-
-
-def _reads(node: Any, name: str) -> bool:
-    """Whether an endpoint rule (set) refers to parameter `name`."""
-    if isinstance(node, dict):
-        return node.get("ref") == name or any(_reads(v, name) for v in node.values())
-    if isinstance(node, list):
-        return any(_reads(v, name) for v in node)
-    return isinstance(node, str) and "{" + name in node
+        applied = s3shortcuts.apply(client, botocore_session, shortcuts)
+        yield S3(client, config, shortcuts=applied)
