@@ -97,6 +97,10 @@ class TempFile:
     def sha256(self) -> str:
         return self._sha256.hexdigest()
 
+    @property
+    def committed(self) -> bool:
+        return self._committed
+
     def fileno(self) -> int:
         """The open descriptor (write-only); ValueError once committed or discarded."""
         self._check_open()
