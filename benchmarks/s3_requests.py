@@ -34,14 +34,15 @@ import contextlib
 import gc
 import hashlib
 import os
+import platform
 import random
 import secrets
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from benchmarks import _common
 from mediad import config
 from mediad.storage import checksums, s3, s3shortcuts
 from tests.s3server import SeaweedFS
@@ -146,7 +147,10 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=20, help="files per turn of a client")
     parser.add_argument("--concurrency", type=int, default=8, help="files in flight at once")
     args = parser.parse_args(argv)
-    print(f"S3 client benchmark on {_common.machine()}")
+    machine = (
+        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    print(f"S3 client benchmark on {machine}, {platform.system()} {platform.release()}")
     files = make_files(max(args.files, WARM_UP), seed=1)
     print(f"files: {len(files)} of 50-300 kB ({sum(len(f.data) for f in files) / 1e6:.0f} MB)")
 
@@ -172,25 +176,25 @@ async def main(argv: Sequence[str] | None = None) -> int:
         finally:
             server.stop()
 
-    base = _common.median(spent["all"])
-    rows = []
+    base = statistics.median(spent["all"])
+    print()
+    print(
+        f"CPU per small file (PUT + verifying HEAD), median of {args.rounds} rounds of"
+        f" {args.files} files, {args.concurrency} at once ({elapsed:.0f} s in all), in us:"
+    )
+    print(f"{'variant':<30}{'cpu/file':>10}{'best':>8}{'- all':>8}{'min':>8}{'max':>8}{'%':>7}")
     for variant in runs:
         saved = [x - a for x, a in zip(spent[variant.name], spent["all"], strict=True)]
-        median = _common.median(saved)
-        rows.append(
-            [variant.name, _common.median(spent[variant.name]), min(spent[variant.name]),
-             median, min(saved), max(saved), median / base * 100]
-        )  # fmt: skip
-    _common.print_table(
-        f"CPU per small file (PUT + verifying HEAD), median of {args.rounds} rounds"
-        f" of {args.files} files, {args.concurrency} at once ({elapsed:.0f} s in all)",
-        ["variant", "cpu us/file", "best", "- all, us", "min", "max", "% of all"],
-        rows,
-    )
+        median = statistics.median(saved)
+        print(
+            f"{variant.name:<30}{statistics.median(spent[variant.name]):>10.0f}"
+            f"{min(spent[variant.name]):>8.0f}{median:>8.0f}{min(saved):>8.0f}{max(saved):>8.0f}"
+            f"{median / base * 100:>7.1f}"
+        )
     print()
     for name in sorted(s3shortcuts.ALL):
         saved = [x - a for x, a in zip(spent[f"all but {name}"], spent["all"], strict=True)]
-        median = _common.median(saved)
+        median = statistics.median(saved)
         print(
             f"{name}: saves {median:.0f} us per file, {median / (base + median) * 100:.1f}% of"
             f" the CPU without it (rounds: {', '.join(f'{x:.0f}' for x in saved)})"

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-# The figures below: CPU per small file (50-300 kB, PUT + verifying HEAD, 4.3-5.1 ms with both
+# The figures below: CPU per small file (50-300 kB, PUT + verifying HEAD, 4.3-6.2 ms with both
 # shortcuts) saved by one, the median of benchmarks/s3_requests.py's rounds on 2 shared CPUs with
-# botocore 1.40.61 and aiobotocore 2.25.1 (three runs; the range is of their medians). Both off:
-# +1.0 ms per file, +23%.
+# botocore 1.40.61 and aiobotocore 2.25.1 (four runs; the range is of their medians). Both off:
+# +1.0 to 1.6 ms per file, +23 to 26%.
 ENDPOINT_WITHOUT_KEY = "endpoint_without_key"
 USER_AGENT_ONCE = "user_agent_once"
 ALL = frozenset({ENDPOINT_WITHOUT_KEY, USER_AGENT_ONCE})
@@ -67,7 +67,7 @@ def _user_agent_once(client: Any) -> bool:
     """The User-Agent string is built twice per request (about 0.1 ms each); for mediad's
     requests it is the same string every time, so it is built once.
 
-    Saves 0.6 ms per small file, 11-13% of its CPU."""
+    Saves 0.6-1.0 ms per small file, 11-13% of its CPU."""
     creator: Any = getattr(client, "_user_agent_creator", None)
     build = getattr(creator, "to_string", None)
     if not callable(build):
