@@ -25,7 +25,7 @@ import structlog
 
 from mediad import errors, queries
 from mediad.resources import Resources
-from mediad.storage import objectkeys, s3
+from mediad.storage import checksums, objectkeys, s3
 from mediad.storage.local import KINDS, Store
 
 log = structlog.get_logger(__name__)
@@ -156,17 +156,13 @@ async def _object_problem(
         bucket, key = objectkeys.parse_s3_url(copy["url"])
     except ValueError:
         return "not an s3:// URL"
-    info = await client.head(key, bucket)
-    if info is None:
-        return "missing"
-    verdict = s3.judge(
-        info,
-        size=candidate["file_size"],
-        sha256=candidate["sha256_sum"],
-        md5=candidate["md5_sum"],
-        composite_sha256=copy.get("checksum_sha256"),
-        etag_is_md5=client.etag_is_md5,
+    expected = checksums.Expected(
+        candidate["file_size"],
+        candidate["sha256_sum"],
+        candidate["md5_sum"],
+        copy.get("checksum_sha256"),
     )
+    _, verdict = await client.check(key, expected, bucket)
     return None if verdict.ok else verdict.how
 
 

@@ -13,10 +13,9 @@ from typing import Any
 import asyncpg
 
 from mediad import errors, queries
+from mediad.storage import objectkeys, s3errors
 
 # (bucket, key, seconds) -> a presigned GET URL.
-from mediad.storage import objectkeys, s3
-
 Presign = Callable[[str, str, float], Awaitable[str]]
 
 
@@ -81,7 +80,7 @@ async def choose(
             try:
                 bucket, key = objectkeys.parse_s3_url(archive_url)
                 url = await presign(bucket, key, expiry)
-            except (ValueError, s3.S3Error) as exc:
+            except (ValueError, s3errors.S3Error) as exc:
                 why.append(f"archived at {archive_url}, but no URL could be presigned: {exc}")
             else:
                 why.append(f"archived at {archive_url}; presigned for {int(expiry)} s")

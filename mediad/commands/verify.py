@@ -23,17 +23,14 @@ import structlog
 
 from mediad import errors, queries
 from mediad.stages import archive
-from mediad.storage import objectkeys, s3
-from mediad.storage.local import Store, TempFile
+from mediad.storage import checksums, objectkeys, s3, s3errors
+from mediad.storage.local import READ_CHUNK, Store, TempFile, hash_file
 
 log = structlog.get_logger(__name__)
 
 _PAGE = 100
 _GROUPS_AT_ONCE = 8
 _HASHES_AT_ONCE = 2
-
-LOCAL_PROBLEMS = ("local_missing", "local_corrupt", "local_unreadable")
-ARCHIVE_PROBLEMS = ("archive_missing", "archive_corrupt")
 
 
 @dataclass
@@ -93,7 +90,7 @@ class Progress:
 @dataclass
 class _Group:
     sha256: str
-    md5: str
+    md5: str | None
     size: int
     paths: dict[str, list[str]] = field(default_factory=dict)  # local path -> media_ids
     objects: dict[str, list[str]] = field(default_factory=dict)  # s3 URL -> media_ids
@@ -220,7 +217,7 @@ class Scrubber:
         """None when the file hashes to the row's SHA-256; else (problem, detail)."""
         async with self._hashing:
             try:
-                size, sha256 = await asyncio.to_thread(s3.hash_file, Path(path))
+                size, sha256 = await asyncio.to_thread(hash_file, Path(path))
             except FileNotFoundError:
                 result: tuple[str, str] | None = ("local_missing", "no such file")
             except OSError as exc:
@@ -238,7 +235,7 @@ class Scrubber:
     async def _check_object(self, group: _Group, url: str) -> str | None:
         """None when the object holds the bytes; else what is wrong ("missing", ...)."""
         if self._s3 is None:
-            raise s3.S3AccessError(
+            raise s3errors.S3AccessError(
                 "archived objects cannot be checked: the archive is not configured here",
                 error_code="s3_misconfigured",
             )
@@ -254,17 +251,8 @@ class Scrubber:
             if hashed != (group.size, group.sha256):
                 return f"downloaded {hashed[0]} bytes that do not hash to the row's SHA-256"
             return None
-        info = await self._s3.head(key, bucket)
-        if info is None:
-            return "missing"
-        verdict = s3.judge(
-            info,
-            size=group.size,
-            sha256=group.sha256,
-            md5=group.md5,
-            composite_sha256=group.checksums.get(url),
-            etag_is_md5=self._s3.etag_is_md5,
-        )
+        expected = checksums.Expected(group.size, group.sha256, group.md5, group.checksums.get(url))
+        _, verdict = await self._s3.check(key, expected, bucket)
         if verdict.how == "unverifiable":
             self.report.unverifiable += 1
             return None
@@ -318,7 +306,7 @@ class Scrubber:
 
             def copy() -> None:
                 with open(source, "rb") as handle:
-                    while chunk := handle.read(s3.DOWNLOAD_CHUNK):
+                    while chunk := handle.read(READ_CHUNK):
                         tmp.write(chunk)
 
             try:
@@ -361,23 +349,13 @@ class Scrubber:
             log.warning("repair_refused", archive_url=url, reason="not the configured bucket")
             return False
         path = good_paths[0]
-        local = archive.Local(
-            Path(path), group.sha256, group.md5, group.size, Path(path).suffix[1:] or "bin"
-        )
         try:
+            local = archive.Local.checked(Path(path), group.sha256, group.md5, group.size)
             done, _ = await self._archiver.upload(local, key)
-        except (errors.StageError, s3.S3RejectedError, s3.S3BadDigestError) as exc:
+        except (errors.StageError, s3errors.S3RejectedError, s3errors.S3BadDigestError) as exc:
             log.warning("repair_failed", archive_url=url, error=str(exc))
             return False
-        record = {
-            "bucket": bucket,
-            "key": key,
-            "etag": done.etag,
-            "checksum_sha256": done.checksum_sha256,
-            "parts": done.parts,
-            "part_size": done.part_size,
-            "verified": done.verified,
-        }
+        record = archive.archive_record(bucket, done)
         details = {"archive_url": url, "source": self._store.relative(Path(path))}
         details |= {"outcome": done.outcome, "verified": done.verified, "by": self._by}
         await self._pool.execute(

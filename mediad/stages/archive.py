@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,17 +22,14 @@ from mediad import errors, stages
 from mediad.config import ArchiveConfig
 from mediad.resources import Resources
 from mediad.stage import Result, Row, Stage
-from mediad.storage import objectkeys, s3
-from mediad.storage.local import Store
+from mediad.storage import checksums, objectkeys, s3, s3errors
+from mediad.storage.local import Store, hash_file, valid_ext
 
 log = structlog.get_logger(__name__)
 
 # Consecutive failures to reach S3 (no success between) after which it counts as down: the
 # stage pauses instead of spending the attempts of row after row.
 OUTAGE_AFTER = 3
-
-_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
-_EXT = re.compile(r"[a-z0-9]{1,8}")
 
 
 @contextlib.asynccontextmanager
@@ -55,6 +51,21 @@ class Local:
     size: int
     ext: str
 
+    @classmethod
+    def checked(cls, path: Path | None, sha256: str, md5: str | None, size: int | None) -> Local:
+        """A file and the digests recorded for it; PermanentError unless they are valid."""
+        sha256, md5 = sha256.lower(), (md5 or "").lower()
+        if not checksums.is_sha256(sha256) or not checksums.is_md5(md5):
+            raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
+        if size is None or size < 0:
+            raise errors.PermanentError("the row has no file_size", error_code="bad_digests")
+        ext = path.suffix[1:] if path is not None else ""
+        return cls(path, sha256, md5, size, ext if valid_ext(ext) else "bin")
+
+    def expected(self, composite_sha256: str | None = None) -> checksums.Expected:
+        """What an object of these bytes must hold (for multipart: the composite of its parts)."""
+        return checksums.Expected(self.size, self.sha256, self.md5, composite_sha256)
+
 
 def local_of(row: Row, store: Store) -> Local:
     """The row's local file and digests; PermanentError when the row cannot be archived."""
@@ -71,13 +82,7 @@ def local_of(row: Row, store: Store) -> Local:
                 f"{path} is not inside the store {store.root}",
                 error_code="local_file_outside_store",
             ) from None
-    sha256, md5 = (row.sha256_sum or "").lower(), (row.md5_sum or "").lower()
-    if not _HEX["sha256"].fullmatch(sha256) or not _HEX["md5"].fullmatch(md5):
-        raise errors.PermanentError("the row has no valid digests", error_code="bad_digests")
-    if row.file_size is None or row.file_size < 0:
-        raise errors.PermanentError("the row has no file_size", error_code="bad_digests")
-    ext = path.suffix[1:] if path is not None else ""
-    return Local(path, sha256, md5, row.file_size, ext if _EXT.fullmatch(ext) else "bin")
+    return Local.checked(path, row.sha256_sum or "", row.md5_sum, row.file_size)
 
 
 class Health:
@@ -102,7 +107,7 @@ class Health:
         self.failures = 0
         self._pause = self._base
 
-    def refused(self, exc: s3.S3Error) -> errors.StagePausedError:
+    def refused(self, exc: s3errors.S3Error) -> errors.StagePausedError:
         """Credentials, permissions, bucket or region: loud, once while it lasts, then pause."""
         if self.problem is None:
             self.problem = exc.error_code
@@ -115,7 +120,7 @@ class Health:
             )
         return self._paused(exc)
 
-    def unavailable(self, exc: s3.S3UnavailableError) -> errors.StageError:
+    def unavailable(self, exc: s3errors.S3UnavailableError) -> errors.StageError:
         """A 5xx, throttling or connection failure: the row retries, or the stage pauses."""
         self.failures += 1
         if self.failures < OUTAGE_AFTER:
@@ -126,7 +131,7 @@ class Health:
             log.error("archive_endpoint_down", error_code=exc.error_code, error=str(exc))
         return self._paused(exc)
 
-    def _paused(self, exc: s3.S3Error) -> errors.StagePausedError:
+    def _paused(self, exc: s3errors.S3Error) -> errors.StagePausedError:
         now = self._clock()
         if now < self._resume_at:
             # Another row hit the same wall: keep the pause already running as it is.
@@ -170,9 +175,9 @@ class Archiver:
         """At start: say at once (never fail) if the bucket cannot be used."""
         try:
             await self._s3.check_bucket()
-        except s3.S3UnavailableError as exc:
+        except s3errors.S3UnavailableError as exc:
             log.warning("archive_endpoint_unreachable", error=str(exc))
-        except s3.S3Error as exc:
+        except s3errors.S3Error as exc:
             self.health.refused(exc)
         else:
             log.info("archive_ready", bucket=self._s3.bucket)
@@ -183,11 +188,11 @@ class Archiver:
         key = self.key_for(row, local)
         try:
             done, gone = await self.upload(local, key)
-        except s3.S3UnavailableError as exc:
+        except s3errors.S3UnavailableError as exc:
             raise self.health.unavailable(exc) from None
-        except s3.S3AccessError as exc:
+        except s3errors.S3AccessError as exc:
             raise self.health.refused(exc) from None
-        except s3.S3RejectedError as exc:
+        except s3errors.S3RejectedError as exc:
             self.health.ok()  # S3 answered: it is this request it refuses
             raise errors.PermanentError(str(exc), error_code=exc.error_code) from None
         self.health.ok()
@@ -196,7 +201,7 @@ class Archiver:
     def key_for(self, row: Row, local: Local) -> str:
         """The row's key: where it was archived before (in this bucket), else the template's."""
         if row.archive_url:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, objectkeys.UnsafeKeyError):
                 bucket, key = objectkeys.parse_s3_url(row.archive_url)
                 if bucket == self._s3.bucket:
                     objectkeys.check_key(key)
@@ -236,18 +241,16 @@ class Archiver:
 
     async def _without_local_file(self, local: Local, key: str) -> Archived:
         # Evicted or deleted behind our back: fine if the archive already holds these bytes.
-        info = await self._s3.head(key)
-        if info is not None:
-            verdict = self._judge(info, local)
-            if verdict.ok:
-                return _archived(key, "already_present", verdict.how, info)
+        info, verdict = await self._s3.check(key, local.expected())
+        if info is not None and verdict.ok:
+            return _archived(key, "already_present", verdict.how, info)
         what = f"local file {local.path} is missing" if local.path else "no local file"
         raise errors.PermanentError(
             f"{what}, and the archive does not hold its bytes", error_code="local_file_missing"
         )
 
     async def _put_small(self, local: Local, path: Path, key: str, data: bytearray) -> Archived:
-        content_addressed = local.sha256 in key
+        content_addressed = objectkeys.content_addressed(key, local.sha256)
         outcome = "uploaded"
         try:
             # If-None-Match: one request, where HEAD-then-PUT would take two for a new object.
@@ -255,44 +258,43 @@ class Archiver:
                 key, data, md5=local.md5, sha256=local.sha256, if_none_match=content_addressed
             )
             if uploaded is None:
-                info = await self._s3.head(key)
-                if info is not None:
-                    verdict = self._judge(info, local)
-                    if verdict.ok:
-                        return _archived(key, "already_present", verdict.how, info)
-                log.warning("archive_object_replaced", key=key)
+                info, verdict = await self._s3.check(key, local.expected())
+                if info is not None and verdict.ok:
+                    return _archived(key, "already_present", verdict.how, info)
+                log.warning("archive_object_replaced", key=key, problem=verdict.how)
                 outcome = "replaced"
                 uploaded = await self._s3.put_bytes(
                     key, data, md5=local.md5, sha256=local.sha256, if_none_match=False
                 )
                 assert uploaded is not None
-        except s3.S3BadDigestError as exc:
+        except s3errors.S3BadDigestError as exc:
             raise await self._blame(local, path, exc) from None
         finally:
             del data
         return await self._verified(local, key, outcome, uploaded)
 
     async def _put_large(self, local: Local, path: Path, key: str) -> Archived:
-        if local.sha256 in key:
-            info = await self._s3.head(key)
+        if objectkeys.content_addressed(key, local.sha256):
+            info, verdict = await self._s3.check(key, local.expected())
+            if info is not None and verdict.ok:
+                return _archived(key, "already_present", verdict.how, info)
             if info is not None:
-                verdict = self._judge(info, local)
-                if verdict.ok:
-                    return _archived(key, "already_present", verdict.how, info)
                 log.warning("archive_object_replaced", key=key, problem=verdict.how)
         try:
             uploaded = await self._s3.put_file_multipart(
                 key, path, size=local.size, sha256=local.sha256
             )
-        except s3.DigestMismatchError as exc:
+        except checksums.DigestMismatchError as exc:
             raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
-        except s3.S3BadDigestError as exc:
+        except s3errors.S3BadDigestError as exc:
             raise await self._blame(local, path, exc) from None
         return await self._verified(local, key, "uploaded", uploaded)
 
-    async def _blame(self, local: Local, path: Path, exc: s3.S3BadDigestError) -> errors.StageError:
+    async def _blame(
+        self, local: Local, path: Path, exc: s3errors.S3BadDigestError
+    ) -> errors.StageError:
         """S3 got bytes that do not match the row's digests: is our file damaged, or the wire?"""
-        size, sha256 = await asyncio.to_thread(s3.hash_file, path)
+        size, sha256 = await asyncio.to_thread(hash_file, path)
         if (size, sha256) != (local.size, local.sha256):
             return errors.PermanentError(
                 f"{path} no longer hashes to its recorded SHA-256",
@@ -305,18 +307,17 @@ class Archiver:
     ) -> Archived:
         """HEAD the object just written and compare it with our digests."""
         if not self._config.verify_after_upload:
-            expected = uploaded.composite_sha256 or s3.b64(local.sha256)
+            expected = uploaded.composite_sha256 or checksums.b64(local.sha256)
             how = "put_response" if uploaded.checksum_sha256 == expected else "not_verified"
             return Archived(
                 key, outcome, how, uploaded.etag, uploaded.checksum_sha256,
                 uploaded.parts, uploaded.part_size,
             )  # fmt: skip
-        info = await self._s3.head(key)
+        info, verdict = await self._s3.check(key, local.expected(uploaded.composite_sha256))
         if info is None:
             raise errors.TransientError(
                 f"{key} is not there right after its upload", error_code="archive_verify_failed"
             )
-        verdict = self._judge(info, local, composite=uploaded.composite_sha256)
         if not verdict.ok:
             raise errors.TransientError(
                 f"{key} does not match what was uploaded: {verdict.how}",
@@ -327,26 +328,8 @@ class Archiver:
             uploaded.parts, uploaded.part_size,
         )  # fmt: skip
 
-    def _judge(self, info: s3.ObjectInfo, local: Local, composite: str | None = None) -> s3.Verdict:
-        return s3.judge(
-            info,
-            size=local.size,
-            sha256=local.sha256,
-            md5=local.md5,
-            composite_sha256=composite,
-            etag_is_md5=self._s3.etag_is_md5,
-        )
-
     def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
-        record: dict[str, Any] = {
-            "bucket": self._s3.bucket,
-            "key": done.key,
-            "etag": done.etag,
-            "checksum_sha256": done.checksum_sha256,
-            "parts": done.parts,
-            "part_size": done.part_size,
-            "verified": done.verified,
-        }
+        record = archive_record(self._s3.bucket, done)
         details: dict[str, Any] = {
             "bucket": self._s3.bucket,
             "key": done.key,
@@ -362,6 +345,19 @@ class Archiver:
             details["local_file"] = "missing"
             columns |= {"local_file_path": None, "hosted_url": None}
         return Result(columns=columns, metadata={"archive": record}, details=details)
+
+
+def archive_record(bucket: str, done: Archived) -> dict[str, Any]:
+    """The row's `metadata.archive`: where the object is, what S3 says of it, how it was proven."""
+    return {
+        "bucket": bucket,
+        "key": done.key,
+        "etag": done.etag,
+        "checksum_sha256": done.checksum_sha256,
+        "parts": done.parts,
+        "part_size": done.part_size,
+        "verified": done.verified,
+    }
 
 
 def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived:

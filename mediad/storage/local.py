@@ -1,4 +1,4 @@
-"""The content-addressed local store: every on-disk path, temp files, atomic commit, verification.
+"""The content-addressed local store: every on-disk path, temp files, atomic commit, re-hashing.
 
 Files live at `{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; bodies are streamed into `{root}/.tmp/`
 (same filesystem) and hashed in the same pass, then fsynced and linked into place.
@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from mediad import errors
+from mediad.storage import checksums
 
 if TYPE_CHECKING:
     from mediad.config import StorageConfig
@@ -28,9 +29,8 @@ KINDS = frozenset({"images", "videos", "audio", "documents"})
 TEMP_DIR_NAME = ".tmp"
 FILE_MODE = 0o640
 DIR_MODE = 0o750
-VERIFY_CHUNK = 1024 * 1024
+READ_CHUNK = 1024 * 1024
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _EXT_RE = re.compile(r"[a-z0-9]{1,8}")
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # Filesystems that cannot hard-link report one of these; commit then falls back to rename.
@@ -44,6 +44,11 @@ class DiskFullError(errors.StagePausedError):
 
     def __init__(self, message: str, *, pause_for: float = 30.0) -> None:
         super().__init__(message, error_code="disk_full", pause_for=pause_for)
+
+
+def valid_ext(ext: str) -> bool:
+    """Whether `ext` may end a stored file's name: 1-8 of [a-z0-9]."""
+    return _EXT_RE.fullmatch(ext) is not None
 
 
 def _is_disk_full(exc: OSError) -> bool:
@@ -95,10 +100,6 @@ class TempFile:
     @property
     def committed(self) -> bool:
         return self._committed
-
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
 
     def fileno(self) -> int:
         """The open descriptor (write-only); ValueError once committed or discarded."""
@@ -249,9 +250,9 @@ class Store:
         """`{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; ValueError on a bad kind, digest or ext."""
         if kind not in KINDS:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {sorted(KINDS)}")
-        if not _SHA256_RE.fullmatch(sha256):
+        if not checksums.is_sha256(sha256):
             raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
-        if not _EXT_RE.fullmatch(ext):
+        if not valid_ext(ext):
             raise ValueError(f"bad file extension {ext!r}; expected 1-8 of [a-z0-9]")
         path = f"{self._prefix}{kind}/{sha256[:2]}/{sha256}.{ext}"
         # Redundant after the checks above, kept so a future loosening cannot escape the root.
@@ -404,18 +405,18 @@ class Store:
         _fsync_dir(final.parent)
         return False
 
-    def verify(self, path: Path, sha256: str) -> bool:
-        """Re-hash `path` in 1 MiB chunks; False if it is missing or its SHA-256 differs."""
-        digest = hashlib.sha256()
-        buffer = bytearray(VERIFY_CHUNK)
-        view = memoryview(buffer)
-        try:
-            with open(path, "rb", buffering=0) as f:
-                while read := f.readinto(buffer):
-                    digest.update(view[:read])
-        except FileNotFoundError:
-            return False
-        return digest.hexdigest() == sha256.lower()
+
+def hash_file(path: Path) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in 1 MiB chunks (runs in a thread)."""
+    digest = hashlib.sha256()
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        while read := handle.readinto(buffer):
+            digest.update(view[:read])
+            size += read
+    return size, digest.hexdigest()
 
 
 def _remove_if_unlocked(path: Path) -> bool:

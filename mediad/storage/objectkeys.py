@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mediad import errors
+
 # year, month and day are the archive time in UTC (seed 001's `media/{year}/{month}/...`).
 FIELDS = frozenset(
     {
@@ -36,7 +38,7 @@ _VALUE = re.compile(r"[A-Za-z0-9._~=+@:-]+")
 _S3_URL = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)", re.DOTALL)
 
 
-class UnsafeKeyError(ValueError):
+class UnsafeKeyError(errors.MediadError):
     """A value cannot go into a key (it would add a segment, or is empty)."""
 
 
@@ -53,19 +55,10 @@ class Field:
 
 @dataclass(frozen=True)
 class KeyTemplate:
-    """A parsed template; `render(values)` gives the key, `content_addressed` if it has {sha256}."""
+    """A parsed template; `render(values)` gives the key."""
 
     text: str
     parts: tuple[str | Field, ...]
-
-    @property
-    def fields(self) -> frozenset[str]:
-        return frozenset(p.name for p in self.parts if isinstance(p, Field))
-
-    @property
-    def content_addressed(self) -> bool:
-        """True when the full SHA-256 is in the key: same key, same bytes."""
-        return any(isinstance(p, Field) and p.name == "sha256" and p.whole for p in self.parts)
 
     def render(self, values: Mapping[str, str | None]) -> str:
         """The key for `values`; UnsafeKeyError when a value is missing or unsafe."""
@@ -132,6 +125,12 @@ def check_key(key: str) -> None:
         raise UnsafeKeyError(f"{key!r} has an empty, . or .. segment")
     if len(key.encode()) > MAX_KEY_BYTES:
         raise UnsafeKeyError(f"the key is longer than {MAX_KEY_BYTES} bytes")
+
+
+def content_addressed(key: str, sha256: str) -> bool:
+    """Whether `key` names these bytes by their full SHA-256: an object there holds them, or is
+    damaged (never another file's)."""
+    return sha256 in key
 
 
 def s3_url(bucket: str, key: str) -> str:

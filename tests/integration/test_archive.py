@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import structlog
 from mediad import daemon
 from mediad.stage import Row
 from mediad.stages import archive
-from mediad.storage import s3
+from mediad.storage import checksums, s3, s3shortcuts
 from tests import media
 from tests.archive_support import (
     archive_config,
@@ -290,13 +292,14 @@ async def test_a_small_file_costs_one_put_and_one_head(
 ) -> None:
     """Per small file: a PUT (If-None-Match, Content-MD5, SHA-256, its body sent at once, not
     after an `Expect: 100-continue` round trip) and the verifying HEAD; the same bytes again:
-    the refused PUT and the HEAD that checks what is there. botocore's per-request shortcuts
-    (s3._skip_per_request_work) leave the requests as botocore makes them."""
+    the refused PUT and the HEAD that checks what is there (with botocore's per-request
+    shortcuts, s3shortcuts, taken)."""
     cfg = archive_config(s3_server, tmp_path / "store")
     store = store_of(cfg)
     stored = store_bytes(store, media.jpeg(seed=9))
     sent: list[Any] = []
     async with s3.open_client(cfg.archive) as client:
+        assert client.shortcuts == s3shortcuts.ALL
         client.client.meta.events.register(
             "before-send.s3", lambda request, **_: sent.append(request)
         )
@@ -318,10 +321,63 @@ async def test_a_small_file_costs_one_put_and_one_head(
     assert b"mediad/" in put.headers["User-Agent"]
 
 
-def test_endpoint_shortcut_only_for_rules_that_never_read_the_key() -> None:
-    """The endpoint cache drops the object key only when the rule set does not use it."""
-    assert s3._reads(
-        {"rules": [{"conditions": [{"fn": "isSet", "argv": [{"ref": "Key"}]}]}]}, "Key"
-    )
-    assert s3._reads([{"endpoint": {"url": "https://{Key}.example"}}], "Key")
-    assert not s3._reads([{"argv": [{"ref": "Bucket"}], "url": "https://{Bucket}.s3"}], "Key")
+async def test_a_row_keeps_its_recorded_key_unless_it_is_unsafe(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A row archived before in this bucket keeps its key; a key that would add an empty, . or
+    .. segment, another bucket's, or no s3:// URL at all gets the template's key instead."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    sha, md5 = hashlib.sha256(b"x").hexdigest(), hashlib.md5(b"x").hexdigest()
+    local = archive.Local(None, sha, md5, 1, "jpg")
+    fresh = Row("med-1", 1, "https://x.example/1.jpg", "image")
+    async with s3.open_client(cfg.archive) as client:
+        archiver = archive.Archiver(cfg.archive, client, store_of(cfg))
+        templated = archiver.key_for(fresh, local)
+        assert templated.endswith(f"/media/{sha[:2]}/{sha}.jpg")
+        kept = dataclasses.replace(fresh, archive_url="s3://media/old/key.jpg")
+        assert archiver.key_for(kept, local) == "old/key.jpg"
+        for url in ("s3://media/a/../b", "s3://media/a//b", "s3://other/old/key.jpg", "x"):
+            assert archiver.key_for(dataclasses.replace(fresh, archive_url=url), local) == templated
+
+
+# Headers that differ between any two requests: the time, its signature, a random id.
+_PER_REQUEST = {"X-Amz-Date", "amz-sdk-invocation-id", "Authorization"}
+
+
+async def test_botocore_shortcuts_are_taken_and_change_no_request(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """With the botocore installed every shortcut is taken, and the PUT and HEAD of a small file
+    are the same requests with them as without (URL, headers, signed headers); with them an
+    object key never seen before resolves its endpoint from botocore's cache."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    data = bytearray(media.jpeg(seed=11))
+    sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    key = f"{cfg.archive.key_template.split('/')[0]}/{sha}.jpg"
+    seen: dict[frozenset[str], list[Any]] = {}
+    for shortcuts in (s3shortcuts.ALL, frozenset()):
+        sent: list[Any] = []
+        async with s3.open_client(cfg.archive, shortcuts=shortcuts) as client:
+            assert client.shortcuts == shortcuts
+            client.client.meta.events.register(
+                "before-send.s3", lambda request, sent=sent, **_: sent.append(request)
+            )
+            uploaded = await client.put_bytes(key, data, md5=md5, sha256=sha, if_none_match=False)
+            assert uploaded is not None
+            _, verdict = await client.check(key, checksums.Expected(len(data), sha, md5))
+            assert verdict.ok
+            provider = client.client._ruleset_resolver._provider
+            cache = type(provider).resolve_endpoint.cache_info
+            missed = cache().misses
+            for n in range(2):
+                assert await client.head(f"{key}.never-{n}-{secrets.token_hex(4)}") is None
+            assert cache().misses - missed == (0 if shortcuts else 2)
+        seen[shortcuts] = sent[:2]
+    for taken, plain in zip(seen[s3shortcuts.ALL], seen[frozenset()], strict=True):
+        assert (taken.method, taken.url) == (plain.method, plain.url)
+        assert {k: v for k, v in taken.headers.items() if k not in _PER_REQUEST} == {
+            k: v for k, v in plain.headers.items() if k not in _PER_REQUEST
+        }
+        signed = [r.headers["Authorization"].split(b"SignedHeaders=")[1].split(b",")[0]
+                  for r in (taken, plain)]  # fmt: skip
+        assert signed[0] == signed[1]

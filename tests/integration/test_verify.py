@@ -118,6 +118,23 @@ async def test_nothing_is_repaired_from_a_copy_that_does_not_match(
     assert body == bad_object
 
 
+async def test_repair_refuses_to_upload_under_digests_that_are_not_valid(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """A row whose MD5 is gone cannot vouch for a re-upload: --repair leaves the missing object
+    reported, and does not fail the run."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    [done] = await archived(db_url, pool, cfg, [media.jpeg(seed=7)])
+    lost_url = (await row(pool, done.media_id))["archive_url"]
+    s3_server.client().delete_object(Bucket="media", Key=key_of(lost_url))
+    await pool.execute("UPDATE post_media SET md5_sum = NULL")
+
+    async with tools(cfg) as (store, client, archiver):
+        report = await verify.verify(pool, store, client, archiver, repair=True)
+    assert report.by_kind() == {"archive_missing": (1, 0)}
+    assert [d.where for d in report.remaining] == [lost_url]
+
+
 async def test_url_is_hosted_then_presigned_then_original(
     db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
 ) -> None:

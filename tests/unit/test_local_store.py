@@ -308,17 +308,20 @@ def test_link_unsupported_falls_back_to_rename(
     assert files_under(s.root) == [first.relative_path]
 
 
-def test_verify_detects_corruption(s: store.Store) -> None:
-    """verify() accepts the stored bytes and rejects a flipped byte or a missing file."""
+def test_hash_file_detects_corruption(s: store.Store) -> None:
+    """hash_file() gives the stored bytes' size and SHA-256, another SHA-256 after a flipped
+    byte, and FileNotFoundError for a missing file."""
     data = os.urandom(3 * 1024 * 1024 + 17)
     stored = store_bytes(s, data, kind="videos", ext="webm")
-    assert s.verify(stored.path, stored.sha256)
+    assert store.hash_file(stored.path) == (stored.size, stored.sha256)
     corrupted = bytearray(data)
     corrupted[2 * 1024 * 1024] ^= 0x01
     stored.path.write_bytes(corrupted)
-    assert not s.verify(stored.path, stored.sha256)
+    assert store.hash_file(stored.path) == (stored.size, hashlib.sha256(corrupted).hexdigest())
+    assert store.hash_file(stored.path)[1] != stored.sha256
     stored.path.unlink()
-    assert not s.verify(stored.path, stored.sha256)
+    with pytest.raises(FileNotFoundError):
+        store.hash_file(stored.path)
 
 
 def test_a_folder_removed_by_hand_is_made_again(s: store.Store) -> None:

@@ -28,14 +28,14 @@ def test_default_template_is_content_addressed() -> None:
     """The default key is media/{sha256[:2]}/{sha256}.{ext}, and the same bytes give one key."""
     template = objectkeys.parse("media/{sha256[:2]}/{sha256}.{ext}")
     assert template.render(VALUES) == f"media/ab/{SHA}.jpg"
-    assert template.content_addressed
+    assert objectkeys.content_addressed(template.render(VALUES), SHA)
 
 
 def test_seed_001_template() -> None:
     """Seed 001's media/{year}/{month}/{media_id}.{ext} works and is keyed by row, not content."""
     template = objectkeys.parse("media/{year}/{month}/{media_id}.{ext}")
     assert template.render(VALUES) == "media/2026/03/med-123.jpg"
-    assert not template.content_addressed
+    assert not objectkeys.content_addressed(template.render(VALUES), SHA)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,15 @@ def test_unsafe_values_never_enter_a_key(media_id: str) -> None:
     template = objectkeys.parse("media/{media_id}.{ext}")
     with pytest.raises(objectkeys.UnsafeKeyError):
         template.render({**VALUES, "media_id": media_id})
+
+
+@pytest.mark.parametrize("key", ["", "/a", "a//b", "a/./b", "a/../b", "a/", "k" * 1025])
+def test_keys_that_leave_their_place_are_refused(key: str) -> None:
+    """check_key refuses empty, absolute, . and .. segments and over-long keys with an error of
+    mediad's own family."""
+    with pytest.raises(objectkeys.UnsafeKeyError) as refused:
+        objectkeys.check_key(key)
+    assert isinstance(refused.value, errors.MediadError)
 
 
 def test_a_missing_value_is_refused() -> None:

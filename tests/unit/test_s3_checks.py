@@ -10,7 +10,7 @@ from botocore import exceptions as boto_errors
 
 from mediad import errors
 from mediad.stages import archive
-from mediad.storage import s3
+from mediad.storage import checksums, s3, s3errors
 
 DATA = b"bytes of a photo" * 1000
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -22,21 +22,30 @@ def info(**overrides: object) -> s3.ObjectInfo:
         "key": "k",
         "size": len(DATA),
         "etag": MD5,
-        "checksum_sha256": s3.b64(SHA),
+        "checksum_sha256": checksums.b64(SHA),
         "metadata_sha256": SHA,
     }
     fields.update(overrides)
     return s3.ObjectInfo(**fields)  # type: ignore[arg-type]
 
 
-def judge(obj: s3.ObjectInfo, **kwargs: object) -> s3.Verdict:
-    return s3.judge(obj, size=len(DATA), sha256=SHA, md5=MD5, **kwargs)  # type: ignore[arg-type]
+def judge(obj: s3.ObjectInfo, composite_sha256: str | None = None) -> checksums.Verdict:
+    return checksums.judge(obj, checksums.Expected(len(DATA), SHA, MD5, composite_sha256))
+
+
+def test_digests_are_lowercase_hex_of_their_length() -> None:
+    """SHA-256 is 64 and MD5 32 lowercase hex digits, nothing before or after (no newline)."""
+    assert checksums.is_sha256(SHA) and checksums.is_md5(MD5)
+    for bad in (SHA.upper(), SHA[:-1], SHA + "0", SHA + "\n", " " + SHA, "g" * 64, MD5, ""):
+        assert not checksums.is_sha256(bad), bad
+    for bad in (MD5.upper(), MD5[:-1], MD5 + "\n", SHA, ""):
+        assert not checksums.is_md5(bad), bad
 
 
 def test_a_matching_object_is_verified_by_its_strongest_checksum() -> None:
     """SHA-256 first; without it the MD5 ETag; without either our recorded digest."""
-    assert judge(info()) == s3.Verdict(True, "checksum_sha256")
-    assert judge(info(checksum_sha256=None)) == s3.Verdict(True, "etag_md5")
+    assert judge(info()) == checksums.Verdict(True, "checksum_sha256")
+    assert judge(info(checksum_sha256=None)) == checksums.Verdict(True, "etag_md5")
     assert judge(info(checksum_sha256=None, etag="x-2")).how == "metadata_sha256"
 
 
@@ -44,7 +53,7 @@ def test_a_matching_object_is_verified_by_its_strongest_checksum() -> None:
     ("obj", "problem"),
     [
         (info(size=len(DATA) - 1), "size"),
-        (info(checksum_sha256=s3.b64("0" * 64)), "SHA-256 checksum differs"),
+        (info(checksum_sha256=checksums.b64("0" * 64)), "SHA-256 checksum differs"),
         (info(checksum_sha256=None, etag="0" * 32), "ETag (MD5) differs"),
         (info(metadata_sha256="1" * 64), "recorded SHA-256 differs"),
         (info(checksum_sha256=None, etag="x-2", metadata_sha256=None), "unverifiable"),
@@ -60,11 +69,11 @@ def test_multipart_objects_compare_the_composite_checksum() -> None:
     """A multipart object's checksum is SHA-256 of its parts' SHA-256s, then -N."""
     part = 4096
     digests = [hashlib.sha256(DATA[i : i + part]).digest() for i in range(0, len(DATA), part)]
-    expected = s3.composite(digests)
+    expected = checksums.composite(digests)
     raw = hashlib.sha256(b"".join(digests)).digest()
     assert expected == f"{base64.b64encode(raw).decode()}-{len(digests)}"
     obj = info(checksum_sha256=expected, etag="abc-4")
-    assert judge(obj, composite_sha256=expected) == s3.Verdict(True, "composite_sha256")
+    assert judge(obj, composite_sha256=expected) == checksums.Verdict(True, "composite_sha256")
     assert not judge(obj, composite_sha256="other-4").ok
 
 
@@ -78,32 +87,32 @@ def client_error(code: str, status: int) -> boto_errors.ClientError:
 @pytest.mark.parametrize(
     ("exc", "kind", "code"),
     [
-        (client_error("AccessDenied", 403), s3.S3AccessError, "s3_access_denied"),
-        (client_error("403", 403), s3.S3AccessError, "s3_access_denied"),
-        (client_error("SignatureDoesNotMatch", 403), s3.S3AccessError, "s3_bad_credentials"),
-        (client_error("InvalidAccessKeyId", 403), s3.S3AccessError, "s3_bad_credentials"),
-        (client_error("NoSuchBucket", 404), s3.S3AccessError, "s3_no_such_bucket"),
-        (client_error("PermanentRedirect", 301), s3.S3AccessError, "s3_wrong_region"),
-        (client_error("SlowDown", 503), s3.S3UnavailableError, "s3_throttled"),
-        (client_error("InternalError", 500), s3.S3UnavailableError, "s3_unavailable"),
-        (client_error("BadDigest", 400), s3.S3BadDigestError, "s3_bad_digest"),
-        (client_error("EntityTooLarge", 400), s3.S3RejectedError, "s3_rejected"),
-        (boto_errors.EndpointConnectionError(endpoint_url="http://x"), s3.S3UnavailableError,
+        (client_error("AccessDenied", 403), s3errors.S3AccessError, "s3_access_denied"),
+        (client_error("403", 403), s3errors.S3AccessError, "s3_access_denied"),
+        (client_error("SignatureDoesNotMatch", 403), s3errors.S3AccessError, "s3_bad_credentials"),
+        (client_error("InvalidAccessKeyId", 403), s3errors.S3AccessError, "s3_bad_credentials"),
+        (client_error("NoSuchBucket", 404), s3errors.S3AccessError, "s3_no_such_bucket"),
+        (client_error("PermanentRedirect", 301), s3errors.S3AccessError, "s3_wrong_region"),
+        (client_error("SlowDown", 503), s3errors.S3UnavailableError, "s3_throttled"),
+        (client_error("InternalError", 500), s3errors.S3UnavailableError, "s3_unavailable"),
+        (client_error("BadDigest", 400), s3errors.S3BadDigestError, "s3_bad_digest"),
+        (client_error("EntityTooLarge", 400), s3errors.S3RejectedError, "s3_rejected"),
+        (boto_errors.EndpointConnectionError(endpoint_url="http://x"), s3errors.S3UnavailableError,
          "s3_unavailable"),
-        (boto_errors.NoCredentialsError(), s3.S3AccessError, "s3_bad_credentials"),
-        (ConnectionResetError(), s3.S3UnavailableError, "s3_unavailable"),
+        (boto_errors.NoCredentialsError(), s3errors.S3AccessError, "s3_bad_credentials"),
+        (ConnectionResetError(), s3errors.S3UnavailableError, "s3_unavailable"),
     ],
 )  # fmt: skip
-def test_s3_errors_are_classified(exc: Exception, kind: type[s3.S3Error], code: str) -> None:
+def test_s3_errors_are_classified(exc: Exception, kind: type[s3errors.S3Error], code: str) -> None:
     """Access problems, outages, digest refusals and other refusals each get their error_code."""
-    translated = s3.translate(exc, "PUT k")
+    translated = s3errors.translate(exc, "PUT k")
     assert type(translated) is kind and translated.error_code == code
 
 
 def test_an_unknown_exception_is_not_swallowed() -> None:
     """A bug (anything not from S3 or the network) is re-raised as it is."""
     with pytest.raises(ZeroDivisionError):
-        s3.translate(ZeroDivisionError(), "PUT k")
+        s3errors.translate(ZeroDivisionError(), "PUT k")
 
 
 class Clock:
@@ -119,7 +128,7 @@ def test_isolated_failures_retry_and_an_outage_pauses() -> None:
     it lasts; a success resets it."""
     clock = Clock()
     health = archive.Health(2.0, 5.0, clock)
-    down = s3.S3UnavailableError("refused", error_code="s3_unavailable")
+    down = s3errors.S3UnavailableError("refused", error_code="s3_unavailable")
     assert type(health.unavailable(down)) is errors.TransientError
     assert type(health.unavailable(down)) is errors.TransientError
     first = health.unavailable(down)
@@ -140,7 +149,7 @@ def test_isolated_failures_retry_and_an_outage_pauses() -> None:
 def test_access_problems_pause_at_once() -> None:
     """Refused credentials pause the stage from the first row; no attempt is spent."""
     health = archive.Health(2.0, 60.0, Clock())
-    refused = s3.S3AccessError("no", error_code="s3_bad_credentials")
+    refused = s3errors.S3AccessError("no", error_code="s3_bad_credentials")
     paused = health.refused(refused)
     assert paused.error_code == "s3_bad_credentials" and paused.pause_for == 2.0
     assert health.problem == "s3_bad_credentials"
