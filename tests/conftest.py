@@ -128,24 +128,25 @@ def s3_server(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedF
     return seaweedfs
 
 
-# The JPEGs among Pillow's test images: .jpg and .jpeg, and the multi-picture files (.mpo) a
-# probe walks as JPEGs too.
-_PILLOW_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".mpo"})
+# The formats mediad walks, among Pillow's test images: JPEGs (and the multi-picture files a
+# probe walks as JPEGs too), GIFs and PNGs (APNGs in the folder apng/).
+_PILLOW_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".mpo", ".gif", ".png"})
 
 
 @pytest.fixture(scope="session")
-def pillow_jpegs() -> list[Path]:
-    """The JPEGs of Pillow's own test images (Tests/images in the sdist of the installed Pillow),
-    downloaded once into ~/.cache/mediad-tests and reused; a download that fails fails the test."""
+def pillow_images() -> Path:
+    """The folder of Pillow's own test images (Tests/images in the sdist of the installed Pillow,
+    JPEG, GIF and PNG), downloaded once into ~/.cache/mediad-tests and reused; a download that
+    fails fails the test."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mediad-tests"
-    images = cache / f"pillow-{PIL.__version__}-jpegs"
+    images = cache / f"pillow-{PIL.__version__}-images"
     if not images.is_dir():
-        _fetch_pillow_jpegs(PIL.__version__, images)
-    return sorted(path for path in images.iterdir() if path.suffix.lower() in _PILLOW_JPEG_SUFFIXES)
+        _fetch_pillow_images(PIL.__version__, images)
+    return images
 
 
-def _fetch_pillow_jpegs(version: str, into: Path) -> None:
-    """Download Pillow's sdist with pip and keep only its test JPEGs, in `into` (made whole or
+def _fetch_pillow_images(version: str, into: Path) -> None:
+    """Download Pillow's sdist with pip and keep only its test images, in `into` (made whole or
     not at all, so an interrupted run is not mistaken for a cache)."""
     into.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=into.parent, prefix=".pillow-") as tmp:
@@ -162,19 +163,23 @@ def _fetch_pillow_jpegs(version: str, into: Path) -> None:
                 f"(pip exited {done.returncode}):\n{done.stderr[-3000:]}"
             )
         extracted = work / "images"
-        extracted.mkdir()
         with tarfile.open(sdists[0]) as archive:
             for member in archive:
                 parts = PurePosixPath(member.name).parts
-                name = parts[-1]
+                # pillow-X/Tests/images/NAME, or one folder further down (apng/NAME).
+                inside = parts[3:]
                 if (
                     member.isfile()
-                    and parts[1:-1] == ("Tests", "images")
-                    and PurePosixPath(name).suffix.lower() in _PILLOW_JPEG_SUFFIXES
+                    and parts[1:3] == ("Tests", "images")
+                    and 1 <= len(inside) <= 2
+                    and ".." not in inside
+                    and PurePosixPath(inside[-1]).suffix.lower() in _PILLOW_IMAGE_SUFFIXES
                 ):
                     source = archive.extractfile(member)
                     assert source is not None
-                    (extracted / name).write_bytes(source.read())
-        if not any(extracted.iterdir()):
-            pytest.fail(f"the Pillow {version} sdist holds no Tests/images/*.jpg")
+                    target = extracted.joinpath(*inside)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(source.read())
+        if not extracted.is_dir():
+            pytest.fail(f"the Pillow {version} sdist holds no Tests/images")
         extracted.rename(into)
