@@ -139,12 +139,19 @@ def _palette_frames(frames: int, width: int, height: int, seed: int) -> list[Ima
 
 
 def animated_gif(
-    frames: int = 3, width: int = 64, height: int = 48, *, seed: int = 0, duration_ms: int = 100
+    frames: int = 3,
+    width: int = 64,
+    height: int = 48,
+    *,
+    seed: int = 0,
+    duration_ms: int = 100,
+    **save: object,
 ) -> bytes:
-    """A looping GIF of `frames` distinct frames (one frame gives a still GIF)."""
+    """A looping GIF of `frames` distinct frames (one frame gives a still GIF); `save` passes
+    Pillow's options (comment, transparency, disposal...)."""
     first, *rest = _palette_frames(frames, width, height, seed)
     buf = io.BytesIO()
-    first.save(buf, "GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    first.save(buf, "GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0, **save)
     return buf.getvalue()
 
 
