@@ -155,6 +155,26 @@ def animated_gif(
     return buf.getvalue()
 
 
+def apng(
+    frames: int = 3,
+    width: int = 64,
+    height: int = 48,
+    *,
+    seed: int = 0,
+    duration_ms: int = 100,
+    mode: str = "RGB",
+    **save: object,
+) -> bytes:
+    """An animated PNG of `frames` distinct frames of noise; `save` passes Pillow's options
+    (default_image=True: the still image shown by viewers without APNG is not a frame)."""
+    images = [noise_image(width, height, seed=seed + i, mode=mode) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, "PNG", save_all=True, append_images=images[1:], duration=duration_ms, **save
+    )
+    return buf.getvalue()
+
+
 def webp(
     width: int = 64,
     height: int = 48,

@@ -1,8 +1,9 @@
 """Images through Pillow, which is part of the trusted computing base: it may open only the
 format the magic bytes name, from an allowlist, under a pixel bound, and whatever it raises
 becomes a CorruptMediaError. A JPEG's structure is walked (jpeg.py) instead of decoded, which
-proves more for a fraction of the CPU; a GIF's (gif.py) is walked and its first frame decoded,
-so an animation of thousands of frames costs about one; the other formats are decoded whole.
+proves more for a fraction of the CPU; a GIF's (gif.py) and a PNG's (png.py) are walked and
+their first frame decoded, so an animation of thousands of frames costs about one; the other
+formats are decoded whole.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from mediad import errors
-from mediad.media import clean, exif, gif, jpeg
+from mediad.media import clean, exif, gif, jpeg, png
 from mediad.media.info import MediaInfo
 
 # Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
@@ -48,8 +49,8 @@ _TYPES: dict[str, tuple[str, str]] = {
 }
 _ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
 # The formats whose structure is walked; the others' verify() and decode do the proving.
-_WALKED = frozenset({"JPEG", "GIF"})
-_STRUCTURE_ERRORS = (jpeg.JpegStructureError, gif.GifStructureError)
+_WALKED = frozenset({"JPEG", "GIF", "PNG"})
+_STRUCTURE_ERRORS = (jpeg.JpegStructureError, gif.GifStructureError, png.PngStructureError)
 
 
 def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = None) -> MediaInfo:
@@ -76,6 +77,8 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
                 # Pillow widens the picture to fit a frame drawn past the screen's edge.
                 check_pixels((frames.width, frames.height), max_pixels, described)
                 frame_count = frames.count
+            elif requested == "PNG":
+                frame_count = _walk(png.check_structure, path, data)
             elif pillow_format in _ANIMATABLE:
                 frame_count = int(getattr(img, "n_frames", 1))
                 img.seek(0)

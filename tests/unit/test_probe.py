@@ -172,6 +172,17 @@ def test_animated_webp_frame_count(write: Callable[[bytes], Path]) -> None:
     assert (still["frame_count"], still["animated"]) == (1, False)
 
 
+def test_apng_frame_count(write: Callable[[bytes], Path]) -> None:
+    """An animated PNG reports its frame count, the still image before its frames included."""
+    animated = probe.probe_file(write(media.apng(4))).metadata
+    with_default = probe.probe_file(write(media.apng(4, default_image=True))).metadata
+    still = probe.probe_file(write(media.png())).metadata
+
+    assert (animated["frame_count"], animated["animated"]) == (4, True)
+    assert (with_default["frame_count"], with_default["animated"]) == (4, True)
+    assert (still["frame_count"], still["animated"]) == (1, False)
+
+
 def test_still_gif_is_one_frame(write: Callable[[bytes], Path]) -> None:
     """A GIF of one frame reports one frame, not animated."""
     metadata = probe.probe_file(write(media.animated_gif(1))).metadata
@@ -221,19 +232,23 @@ def _cut_before_last_frame(data: bytes) -> bytes:
         lambda: _cut_before_last_frame(media.animated_gif(6)),
         lambda: _cut_before_last_frame(_gif_of_3000_frames()),
         lambda: _half(media.animated_gif(6)),
+        lambda: media.apng(6)[:-12],
+        lambda: _half(media.apng(6)),
     ],
     ids=[
         "gif-without-trailer",
         "gif-cut-between-frames",
         "3000-frame-gif-cut-between-frames",
         "gif-cut-in-a-frame",
+        "apng-without-iend",
+        "apng-cut-in-a-frame",
     ],
 )
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "from-file"])
 def test_an_animation_cut_short_is_corrupt(
     write: Callable[[bytes], Path], make: Callable[[], bytes], in_memory: bool
 ) -> None:
-    """An animated GIF cut short, even between two frames (where Pillow sees a shorter
+    """An animated GIF or APNG cut short, even between two frames (where Pillow sees a shorter
     animation), is corrupt_media, from memory as from its file."""
     body = make()
 
