@@ -39,6 +39,14 @@ def _pillow_frames(path: Path, pillow_format: str) -> int | None:
     return frames
 
 
+def _probed_frames(path: Path) -> int | None:
+    """The frame count probe_file reports for `path`; None if it refuses the file."""
+    try:
+        return int(probe.probe_file(path).metadata.get("frame_count", 1))
+    except errors.MediaError:
+        return None
+
+
 def test_the_jpeg_walk_refuses_only_what_pillow_refuses(pillow_images: Path) -> None:
     """Every JPEG among Pillow's test images that Pillow decodes in full is whole to the walk."""
     decoded = [path for path in _jpegs(pillow_images) if _pillow_frames(path, "JPEG")]
@@ -66,3 +74,24 @@ def test_every_jpeg_pillow_decodes_is_kept(pillow_images: Path) -> None:
             lost.append(f"{path.name}: {exc.error_code}: {exc}")
 
     assert lost == []
+
+
+def test_animations_are_judged_as_decoding_every_frame_would(pillow_images: Path) -> None:
+    """On Pillow's test GIFs, PNGs and APNGs, the probe (first frame decoded, the rest walked)
+    keeps exactly the files whose every frame Pillow decodes, with Pillow's frame count."""
+    files = [(path, "GIF") for path in sorted(pillow_images.glob("*.gif"))]
+    files += [(path, "PNG") for path in sorted(pillow_images.glob("**/*.png"))]
+    verdicts: dict[str, int | None] = {}
+    disagreements = []
+    for path, pillow_format in files:
+        name = str(path.relative_to(pillow_images))
+        verdicts[name] = expected = _pillow_frames(path, pillow_format)
+        probed = _probed_frames(path)
+        if probed != expected:
+            disagreements.append(f"{name}: Pillow decodes {expected} frames, the probe {probed}")
+
+    # The corpus holds what this is about: animations, and animations Pillow refuses part of.
+    assert sum(1 for frames in verdicts.values() if frames and frames > 1) >= 40
+    assert verdicts["apng/sequence_gap.png"] is None
+    assert verdicts["decompression_bomb_extents.gif"] is None
+    assert disagreements == []
