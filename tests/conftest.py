@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
+import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import PIL
 import pytest
 
 from mediad import db, migrate
@@ -122,3 +126,60 @@ def s3_server(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedF
     for name, value in seaweedfs.env().items():
         monkeypatch.setenv(name, value)
     return seaweedfs
+
+
+# The formats mediad walks, among Pillow's test images: JPEGs (and the multi-picture files a
+# probe walks as JPEGs too), GIFs and PNGs (APNGs in the folder apng/).
+_PILLOW_IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".mpo", ".gif", ".png"})
+
+
+@pytest.fixture(scope="session")
+def pillow_images() -> Path:
+    """The folder of Pillow's own test images (Tests/images in the sdist of the installed Pillow,
+    JPEG, GIF and PNG), downloaded once into ~/.cache/mediad-tests and reused; a download that
+    fails fails the test."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mediad-tests"
+    images = cache / f"pillow-{PIL.__version__}-images"
+    if not images.is_dir():
+        _fetch_pillow_images(PIL.__version__, images)
+    return images
+
+
+def _fetch_pillow_images(version: str, into: Path) -> None:
+    """Download Pillow's sdist with pip and keep only its test images, in `into` (made whole or
+    not at all, so an interrupted run is not mistaken for a cache)."""
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into.parent, prefix=".pillow-") as tmp:
+        work = Path(tmp)
+        # Only Pillow from source: its build requirements (needed for pip to read its metadata)
+        # come as wheels.
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+        command += ["--no-binary", "pillow", "--dest", str(work), f"pillow=={version}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        sdists = list(work.glob("pillow-*.tar.gz"))
+        if done.returncode != 0 or len(sdists) != 1:
+            pytest.fail(
+                f"could not download the Pillow {version} sdist for its test images "
+                f"(pip exited {done.returncode}):\n{done.stderr[-3000:]}"
+            )
+        extracted = work / "images"
+        with tarfile.open(sdists[0]) as archive:
+            for member in archive:
+                parts = PurePosixPath(member.name).parts
+                # pillow-X/Tests/images/NAME, or one folder further down (apng/NAME).
+                inside = parts[3:]
+                if (
+                    member.isfile()
+                    and parts[1:3] == ("Tests", "images")
+                    and 1 <= len(inside) <= 2
+                    and ".." not in inside
+                    and PurePosixPath(inside[-1]).suffix.lower() in _PILLOW_IMAGE_SUFFIXES
+                ):
+                    source = archive.extractfile(member)
+                    assert source is not None
+                    target = extracted.joinpath(*inside)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(source.read())
+        if not extracted.is_dir():
+            pytest.fail(f"the Pillow {version} sdist holds no Tests/images")
+        extracted.rename(into)

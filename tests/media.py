@@ -166,12 +166,39 @@ def _palette_frames(frames: int, width: int, height: int, seed: int) -> list[Ima
 
 
 def animated_gif(
-    frames: int = 3, width: int = 64, height: int = 48, *, seed: int = 0, duration_ms: int = 100
+    frames: int = 3,
+    width: int = 64,
+    height: int = 48,
+    *,
+    seed: int = 0,
+    duration_ms: int = 100,
+    **save: object,
 ) -> bytes:
-    """A looping GIF of `frames` distinct frames (one frame gives a still GIF)."""
+    """A looping GIF of `frames` distinct frames (one frame gives a still GIF); `save` passes
+    Pillow's options (comment, transparency, disposal...)."""
     first, *rest = _palette_frames(frames, width, height, seed)
     buf = io.BytesIO()
-    first.save(buf, "GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0)
+    first.save(buf, "GIF", save_all=True, append_images=rest, duration=duration_ms, loop=0, **save)
+    return buf.getvalue()
+
+
+def apng(
+    frames: int = 3,
+    width: int = 64,
+    height: int = 48,
+    *,
+    seed: int = 0,
+    duration_ms: int = 100,
+    mode: str = "RGB",
+    **save: object,
+) -> bytes:
+    """An animated PNG of `frames` distinct frames of noise; `save` passes Pillow's options
+    (default_image=True: the still image shown by viewers without APNG is not a frame)."""
+    images = [noise_image(width, height, seed=seed + i, mode=mode) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(
+        buf, "PNG", save_all=True, append_images=images[1:], duration=duration_ms, **save
+    )
     return buf.getvalue()
 
 

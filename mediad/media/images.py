@@ -1,20 +1,23 @@
 """Images through Pillow, which is part of the trusted computing base: it may open only the
 format the magic bytes name, from an allowlist, under a pixel bound, and whatever it raises
-becomes a CorruptMediaError. Images other than JPEG are decoded whole; a JPEG is walked
-(jpeg.py), which proves more for a fraction of the CPU.
+becomes a CorruptMediaError. A JPEG's structure is walked (jpeg.py) instead of decoded, which
+proves more for a fraction of the CPU; a GIF's (gif.py) and a PNG's (png.py) are walked and
+their first frame decoded, so an animation of thousands of frames costs about one; the other
+formats are decoded whole.
 """
 
 from __future__ import annotations
 
 import io
 import mmap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
 
 from mediad import errors
-from mediad.media import clean, exif, jpeg
+from mediad.media import clean, exif, gif, jpeg, png
 from mediad.media.info import MediaInfo
 
 # Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
@@ -45,41 +48,52 @@ _TYPES: dict[str, tuple[str, str]] = {
     "TIFF": ("image/tiff", "tif"),
 }
 _ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
+# The formats whose structure is walked; the others' verify() and decode do the proving.
+_WALKED = frozenset({"JPEG", "GIF", "PNG"})
+_STRUCTURE_ERRORS = (jpeg.JpegStructureError, gif.GifStructureError, png.PngStructureError)
 
 
 def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = None) -> MediaInfo:
-    """Prove an image whole (decoded, or a JPEG walked) and read its size, frames and EXIF."""
+    """Prove an image whole (decoded, walked, or both) and read its size, frames and EXIF."""
     described = f"{pillow_format} image"
 
     def source() -> Path | io.BytesIO:
         return path if data is None else io.BytesIO(data)
 
     try:
-        # Pillow's JPEG verify() checks nothing; the others' do.
-        if pillow_format != "JPEG":
+        if pillow_format not in _WALKED:
             with Image.open(source(), formats=[pillow_format]) as img:
                 check_pixels(img.size, max_pixels, described)
                 img.verify()
         # verify() leaves the image unusable; a fresh open reads the pixels and the EXIF.
         with Image.open(source(), formats=[pillow_format]) as img:
             check_pixels(img.size, max_pixels, described)
-            pillow_format = img.format or pillow_format
+            requested, pillow_format = pillow_format, img.format or pillow_format
             width, height = img.size
             metadata: dict[str, Any] = {"format": pillow_format, "mode": img.mode}
-            if pillow_format in _ANIMATABLE:
+            frame_count: int | None = None
+            if requested == "GIF":
+                frames = _walk(gif.check_structure, path, data)
+                # Pillow widens the picture to fit a frame drawn past the screen's edge.
+                check_pixels((frames.width, frames.height), max_pixels, described)
+                frame_count = frames.count
+            elif requested == "PNG":
+                frame_count = _walk(png.check_structure, path, data)
+            elif pillow_format in _ANIMATABLE:
                 frame_count = int(getattr(img, "n_frames", 1))
                 img.seek(0)
+            if frame_count is not None:
                 metadata["frame_count"] = frame_count
                 metadata["animated"] = frame_count > 1
-            if pillow_format in {"JPEG", "MPO"}:
+            if requested == "JPEG":
                 # Pillow has parsed the headers; the walk proves the rest is there, which a
                 # decode would not (libjpeg pads a missing tail with grey), for a fraction of
                 # its CPU.
-                _check_jpeg(path, data)
+                _walk(jpeg.check_structure, path, data)
             else:
-                img.load()
+                img.load()  # of an animation, its first frame only
             metadata.update(exif.metadata(img))
-    except jpeg.JpegStructureError as exc:
+    except _STRUCTURE_ERRORS as exc:
         raise errors.CorruptMediaError(f"{described} is damaged: it {exc}") from exc
     except errors.MediadError:
         raise
@@ -97,14 +111,17 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
     return MediaInfo(mime_type, extension, "image", width, height, None, metadata)
 
 
-def _check_jpeg(path: Path, data: bytes | None) -> None:
+_Walked = TypeVar("_Walked")
+
+
+def _walk(check: Callable[[bytes | mmap.mmap], _Walked], path: Path, data: bytes | None) -> _Walked:
+    """What the structure walk `check` finds in the image, held in memory or at `path`."""
     if data is not None:
-        jpeg.check_structure(data)
-        return
-    # A JPEG too big to have been kept in memory is mapped, not read: the walk touches every
+        return check(data)
+    # An image too big to have been kept in memory is mapped, not read: the walk touches every
     # page once, and the page cache already holds them.
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        jpeg.check_structure(mapped)
+        return check(mapped)
 
 
 def check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None:

@@ -5,8 +5,8 @@ zeros (it pads the picture with grey) and most scattered bit errors (it warns an
 The failures a download meets are a body cut short, a tail that never arrived, and bytes that
 are not the picture at all; each of them breaks the structure this walk checks:
 
-- SOI, then segments whose declared lengths fit in the file (stray bytes between segments are
-  stepped over, as libjpeg does);
+- SOI, then segments whose declared lengths fit in the file (stray bytes between segments,
+  FF 00 pairs among them, are stepped over, as libjpeg does);
 - one frame header (SOF) before the first scan, and frame, scan, Huffman and quantization
   headers that libjpeg would accept;
 - each scan's entropy-coded data holding only stuffed bytes (FF 00) and restart markers, and
@@ -58,13 +58,7 @@ def check_structure(data: bytes | mmap.mmap) -> None:
     components: frozenset[int] = frozenset()  # the frame's component ids, once its SOF is read
     scan_seen = False
     while True:
-        if position < size and data[position] != 0xFF:
-            # Stray bytes between segments: libjpeg and Pillow step over them (with a warning),
-            # and so do viewers, so they are no reason to refuse a file.
-            position = data.find(b"\xff", position)
-            if position < 0:
-                raise JpegStructureError(f"ends at byte {size} without an end-of-image marker")
-        position = _skip_fill(data, position)
+        position = _next_marker(data, position)
         marker = data[position]
         if marker == _EOI:
             if not scan_seen:
@@ -169,6 +163,25 @@ def _check_scan_header(body: bytes, position: int, components: frozenset[int]) -
 
 def _u16(body: bytes, offset: int) -> int:
     return (body[offset] << 8) | body[offset + 1]
+
+
+def _next_marker(data: bytes | mmap.mmap, position: int) -> int:
+    """The position of the marker byte of the next marker between segments, from `position`.
+
+    As libjpeg's next_marker (jdmarker.c): bytes up to an FF are stepped over, then the fill
+    FFs; an FF 00 there is not a marker but a stuffed zero out of place, stepped over too. It
+    warns of "extraneous bytes before marker" and decodes; so does Pillow, and so do viewers.
+    """
+    size = len(data)
+    while True:
+        if position < size and data[position] != 0xFF:
+            position = data.find(b"\xff", position)
+            if position < 0:
+                raise JpegStructureError(f"ends at byte {size} without an end-of-image marker")
+        position = _skip_fill(data, position)
+        if data[position] != 0x00:
+            return position
+        position += 1
 
 
 def _skip_fill(data: bytes | mmap.mmap, position: int) -> int:

@@ -100,6 +100,23 @@ def test_stray_bytes_between_segments_are_stepped_over() -> None:
     jpeg.check_structure(stray)
 
 
+def test_a_stuffed_zero_between_segments_is_stepped_over() -> None:
+    """An FF 00 pair out of a scan (Pillow's jpeg_ff00_header.jpg holds one after its APP14) is
+    no marker: libjpeg discards it with the bytes around it and decodes; so the file is whole."""
+    data = _encode()
+    dqt = data.index(b"\xff\xdb")
+    stray = data[:dqt] + b"\xff\x00\x00\x02" + data[dqt:]
+
+    assert _decodes(stray)
+    jpeg.check_structure(stray)
+
+
+def test_a_stuffed_zero_is_no_end_of_image() -> None:
+    """Stepping over FF 00 between segments still asks for an end-of-image marker after it."""
+    data = _encode()
+    _rejects(data[: data.index(b"\xff\xda")] + b"\xff\x00", "without an end-of-image marker")
+
+
 def test_a_zeroed_tail_is_damage_a_decoder_misses() -> None:
     """A body whose last third never arrived but was zero-filled: Pillow decodes it (libjpeg
     pads with grey), the walk finds no end-of-image marker."""

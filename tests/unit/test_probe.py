@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import random
@@ -9,9 +10,11 @@ import zipfile
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
+from PIL import ImageFile
 
 from mediad import errors
 from mediad.media import probe
@@ -167,6 +170,92 @@ def test_animated_webp_frame_count(write: Callable[[bytes], Path]) -> None:
 
     assert (animated["frame_count"], animated["animated"]) == (4, True)
     assert (still["frame_count"], still["animated"]) == (1, False)
+
+
+def test_apng_frame_count(write: Callable[[bytes], Path]) -> None:
+    """An animated PNG reports its frame count, the still image before its frames included."""
+    animated = probe.probe_file(write(media.apng(4))).metadata
+    with_default = probe.probe_file(write(media.apng(4, default_image=True))).metadata
+    still = probe.probe_file(write(media.png())).metadata
+
+    assert (animated["frame_count"], animated["animated"]) == (4, True)
+    assert (with_default["frame_count"], with_default["animated"]) == (4, True)
+    assert (still["frame_count"], still["animated"]) == (1, False)
+
+
+def test_still_gif_is_one_frame(write: Callable[[bytes], Path]) -> None:
+    """A GIF of one frame reports one frame, not animated."""
+    metadata = probe.probe_file(write(media.animated_gif(1))).metadata
+
+    assert (metadata["frame_count"], metadata["animated"]) == (1, False)
+
+
+@functools.cache
+def _gif_of_3000_frames() -> bytes:
+    """3,000 distinct frames of 64x64 (about 19 MB): made once, for the tests that need it."""
+    return media.animated_gif(3000, 64, 64, duration_ms=40)
+
+
+def test_a_gif_of_3000_frames_is_judged_from_its_first(
+    write: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GIF of thousands of frames is proven from its first frame, decoded, and its structure,
+    walked: it reports every frame, and Pillow decodes one."""
+    decoded: list[int] = []
+    load = ImageFile.ImageFile.load
+
+    def counting_load(img: ImageFile.ImageFile) -> Any:
+        if img.tile:  # a frame still to decode
+            decoded.append(img.tell())
+        return load(img)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    metadata = probe.probe_file(write(_gif_of_3000_frames())).metadata
+
+    assert (metadata["frame_count"], metadata["animated"]) == (3000, True)
+    assert decoded == [0]
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _cut_before_last_frame(data: bytes) -> bytes:
+    """A GIF cut between frames: up to the graphic control extension of its last frame."""
+    return data[: data.rindex(b"\x21\xf9\x04")]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: media.animated_gif(6)[:-1],
+        lambda: _cut_before_last_frame(media.animated_gif(6)),
+        lambda: _cut_before_last_frame(_gif_of_3000_frames()),
+        lambda: _half(media.animated_gif(6)),
+        lambda: media.apng(6)[:-12],
+        lambda: _half(media.apng(6)),
+    ],
+    ids=[
+        "gif-without-trailer",
+        "gif-cut-between-frames",
+        "3000-frame-gif-cut-between-frames",
+        "gif-cut-in-a-frame",
+        "apng-without-iend",
+        "apng-cut-in-a-frame",
+    ],
+)
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "from-file"])
+def test_an_animation_cut_short_is_corrupt(
+    write: Callable[[bytes], Path], make: Callable[[], bytes], in_memory: bool
+) -> None:
+    """An animated GIF or APNG cut short, even between two frames (where Pillow sees a shorter
+    animation), is corrupt_media, from memory as from its file."""
+    body = make()
+
+    with pytest.raises(errors.CorruptMediaError, match="image is damaged: it ") as caught:
+        probe.probe_file(write(body), data=body if in_memory else None)
+
+    assert caught.value.error_code == "corrupt_media"
 
 
 def test_image_over_the_pixel_bound_is_too_large(write: Callable[[bytes], Path]) -> None:
