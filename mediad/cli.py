@@ -306,17 +306,21 @@ async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
         store = Store.from_config(cfg.storage)
         async with contextlib.AsyncExitStack() as stack:
             client = archiver = None
+            stray: list[str] = []
             if _archive_configured(cfg):
                 client = await stack.enter_async_context(s3.open_client(cfg.archive))
                 archiver = archive.Archiver(cfg.archive, client, store)
+                stray = await archiver.abort_stray_uploads()
             report = await verify.verify(
                 pool, store, client, archiver,
                 repair=args.repair, deep=args.deep, progress=_Progress(sys.stderr),
             )  # fmt: skip
         if args.json:
-            print(json.dumps(report.as_json(), indent=2))
+            print(json.dumps({**report.as_json(), "stray_uploads_aborted": len(stray)}, indent=2))
         else:
             print(_format_verify(report))
+            if stray:
+                print(f"stray multipart uploads aborted (over a day old): {len(stray)}")
         return EXIT_FAILURE if report.remaining else EXIT_OK
 
     return await _with_pool(cfg, work)

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 # Consecutive failures to reach S3 (no success between) after which it counts as down: the
 # stage pauses instead of spending the attempts of row after row.
 OUTAGE_AFTER = 3
+# A multipart upload started longer ago than this was left by a process that died.
+STRAY_UPLOAD_AGE = timedelta(days=1)
 
 
 @contextlib.asynccontextmanager
@@ -38,6 +40,7 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
     config = resources.config
     archiver = Archiver(config.archive, await resources.s3(), resources.store)
     await archiver.check_access()
+    await archiver.abort_stray_uploads()
     yield Stage.configured(stages.ARCHIVE, archiver.process, config)
 
 
@@ -181,6 +184,20 @@ class Archiver:
             self.health.refused(exc)
         else:
             log.info("archive_ready", bucket=self._s3.bucket)
+
+    async def abort_stray_uploads(self) -> list[str]:
+        """Abort multipart uploads under the key template's prefix older than a day: a process
+        killed mid-upload leaves its parts stored (and billed) until they are aborted, and no
+        upload of ours, on any host, runs that long. Said in the log; never fatal."""
+        older_than = self._now() - STRAY_UPLOAD_AGE
+        try:
+            keys = await self._s3.abort_stale_uploads(self._template.prefix, older_than)
+        except s3errors.S3Error as exc:
+            log.warning("stray_uploads_unchecked", error=str(exc))
+            return []
+        if keys:
+            log.warning("stray_uploads_aborted", uploads=len(keys), keys=keys[:20])
+        return keys
 
     async def process(self, row: Row) -> Result:
         started = time.monotonic()

@@ -60,6 +60,12 @@ class KeyTemplate:
     text: str
     parts: tuple[str | Field, ...]
 
+    @property
+    def prefix(self) -> str:
+        """The literal text every key of this template starts with (may be empty)."""
+        first = self.parts[0] if self.parts else ""
+        return first if isinstance(first, str) else ""
+
     def render(self, values: Mapping[str, str | None]) -> str:
         """The key for `values`; UnsafeKeyError when a value is missing or unsafe."""
         out = []

@@ -16,6 +16,7 @@ import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,25 @@ class S3:
             )
         except Exception as exc:  # the bucket's lifecycle rules clean up what we cannot
             log.warning("multipart_abort_failed", key=key, error=str(exc))
+
+    async def abort_stale_uploads(self, prefix: str, older_than: datetime) -> list[str]:
+        """Abort the multipart uploads under `prefix` started before `older_than` (left by a
+        process killed mid-upload; they hold their parts' bytes until aborted); the keys."""
+        aborted: list[str] = []
+        options: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            try:
+                page = await self.client.list_multipart_uploads(**options)
+            except Exception as exc:
+                raise s3errors.translate(exc, "list multipart uploads") from exc
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < older_than:
+                    await self._abort(upload["Key"], upload["UploadId"])
+                    aborted.append(upload["Key"])
+            if not page.get("IsTruncated"):
+                return aborted
+            options["KeyMarker"] = page.get("NextKeyMarker", "")
+            options["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
     async def download(
         self, key: str, sink: Callable[[bytes], Awaitable[None]], bucket: str | None = None

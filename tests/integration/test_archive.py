@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import structlog
 from mediad import daemon
 from mediad.stage import Row
 from mediad.stages import archive
-from mediad.storage import checksums, s3, s3shortcuts
+from mediad.storage import checksums, objectkeys, s3, s3shortcuts
 from tests import media
 from tests.archive_support import (
     archive_config,
@@ -381,3 +381,28 @@ async def test_botocore_shortcuts_are_taken_and_change_no_request(
         signed = [r.headers["Authorization"].split(b"SignedHeaders=")[1].split(b",")[0]
                   for r in (taken, plain)]  # fmt: skip
         assert signed[0] == signed[1]
+
+
+async def test_stray_multipart_uploads_older_than_a_day_are_aborted(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """Uploads a killed process left under the key template's prefix are aborted once they are
+    over a day old; a younger one (maybe in flight on another host) and keys outside the
+    template's prefix are left alone."""
+    cfg = archive_config(s3_server, tmp_path / "store")
+    raw = s3_server.client()
+    key = objectkeys.parse(cfg.archive.key_template).prefix + "ab/" + "a" * 64 + ".jpg"
+    ours = raw.create_multipart_upload(Bucket="media", Key=key)
+    foreign = raw.create_multipart_upload(Bucket="media", Key="other-app/file.bin")
+    async with s3.open_client(cfg.archive) as client:
+        today = archive.Archiver(cfg.archive, client, store_of(cfg))
+        assert await today.abort_stray_uploads() == []
+        later = datetime.now(UTC) + timedelta(days=1, minutes=1)
+        tomorrow = archive.Archiver(cfg.archive, client, store_of(cfg), now=lambda: later)
+        assert await tomorrow.abort_stray_uploads() == [key]
+    left = {u["UploadId"] for u in raw.list_multipart_uploads(Bucket="media").get("Uploads", [])}
+    assert ours["UploadId"] not in left
+    assert foreign["UploadId"] in left
+    raw.abort_multipart_upload(
+        Bucket="media", Key="other-app/file.bin", UploadId=foreign["UploadId"]
+    )
