@@ -83,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--error-code")
     retry.add_argument("--post-id")
 
+    analyzing = commands.add_parser(
+        "analyze", help="re-queue analysis (after a change of model or prompt)"
+    )
+    analyzing.add_argument("--media-id", action="append", help="this row (repeatable)")
+    analyzing.add_argument("--post-id", help="every row of this post")
+    analyzing.add_argument(
+        "--status",
+        choices=["completed", "failed", "skipped", "not_started"],
+        help="only rows whose analysis has this status (default: completed, failed, skipped)",
+    )
+    analyzing.add_argument("--all", action="store_true", help="every row")
+    analyzing.add_argument("--json", action="store_true")
+
     verify = commands.add_parser(
         "verify", help="re-hash local files, check archived objects; exit 1 if damage remains"
     )
@@ -129,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(command(cfg, args))
     except errors.ConfigError as exc:
         print(f"mediad: config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except errors.UsageError as exc:
+        print(f"mediad: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except errors.MediadError as exc:
         print(f"mediad: {exc}", file=sys.stderr)
@@ -255,16 +271,67 @@ async def _show(cfg: config.Config, args: argparse.Namespace) -> int:
             print(json.dumps(row, indent=2))
             return EXIT_OK
         log_entries = row.pop("ai_analysis_log") or []
+        analysed = row.pop("ai_analysis")
         for key, value in row.items():
             if value is not None:
                 shown = json.dumps(value) if isinstance(value, dict | list) else value
                 print(f"{key}: {shown}")
+        if analysed:
+            print("analysis:")
+            print(_format_analysis(analysed))
         print("log:")
         for entry in log_entries:
             details = json.dumps(entry.get("details", {}), sort_keys=True)
             when, event, status = entry.get("timestamp"), entry.get("event"), entry.get("status")
             print(f"  {when}  {event:<24} {status:<8} {details}")
         return EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
+def _format_analysis(text: str) -> str:
+    """The ai_analysis document for people: its fields one per line, lists joined."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return f"  {text}"
+    if not isinstance(doc, dict):
+        return f"  {text}"
+    lines = []
+    for key, value in doc.items():
+        if value in (None, "", [], {}):
+            continue
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ", ".join(value)
+        elif isinstance(value, dict | list):
+            value = json.dumps(value, ensure_ascii=False)
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+async def _analyze(cfg: config.Config, args: argparse.Namespace) -> int:
+    if not (args.media_id or args.post_id or args.all):
+        raise errors.UsageError("analyze: name rows with --media-id, --post-id or --all")
+
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        # Named rows are analysed again whatever became of them; --status narrows the choice.
+        statuses = [args.status] if args.status else ["completed", "failed", "skipped"]
+        records = await pool.fetch(
+            queries.for_stage(stages.ANALYSIS)["requeue"],
+            statuses,
+            args.media_id or None,
+            None,
+            args.post_id,
+            "mediad analyze",
+        )
+        ids = [r["media_id"] for r in records]
+        if args.json:
+            print(json.dumps({"requeued": ids}, indent=2))
+        else:
+            for media_id in ids:
+                print(media_id)
+            print(f"re-queued {len(ids)} row(s) for analysis", file=sys.stderr)
+        return EXIT_FAILURE if args.media_id and not ids else EXIT_OK
 
     return await _with_pool(cfg, work)
 
@@ -278,7 +345,7 @@ async def _retry(cfg: config.Config, args: argparse.Namespace) -> int:
         records = await pool.fetch(
             queries.for_stage(stages.named(args.stage))["requeue"],
             statuses,
-            args.media_id,
+            [args.media_id] if args.media_id else None,
             args.error_code,
             args.post_id,
             "mediad retry",
@@ -456,6 +523,7 @@ _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any
     "list": _list,
     "show": _show,
     "retry": _retry,
+    "analyze": _analyze,
     "verify": _verify,
     "url": _url,
     "evict": _evict,

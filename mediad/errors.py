@@ -11,6 +11,10 @@ class ConfigError(MediadError):
     """The configuration file or an environment override is wrong; the message names the key."""
 
 
+class UsageError(MediadError):
+    """The command line asks for something it cannot mean; the message says what to give."""
+
+
 class DatabaseError(MediadError):
     """The database cannot be reached or is not in the state mediad expects."""
 

@@ -220,7 +220,8 @@ WHERE {due}
   AND ($1::text IS NULL OR storage_node IS NULL OR storage_node = $1);
 
 -- requeue --
--- Put rows of this stage back in the queue as new (the retry command): attempts start over.
+-- Put rows of this stage back in the queue as new (retry, analyze, derive): attempts start
+-- over. $2 names rows by media_id (NULL: any), $3 an error_code, $4 a post.
 UPDATE post_media AS p
 SET {status} = 'not_started',
     updated_at = now(),
@@ -231,7 +232,7 @@ SET {status} = 'not_started',
     ai_analysis_log = p.ai_analysis_log || mediad_event('requeued', 'info',
         jsonb_build_object('stage', '{stage}', 'previous_status', p.{status}, 'by', $5::text))
 WHERE p.{status} = ANY($1::text[])
-  AND ($2::text IS NULL OR p.media_id = $2)
+  AND ($2::text[] IS NULL OR p.media_id = ANY($2))
   AND ($3::text IS NULL OR p.error_code = $3)
   AND ($4::text IS NULL OR p.post_id = $4)
   AND p.{status} <> 'started'

@@ -19,6 +19,7 @@ from mediad.analysis import document
 from mediad.commands import status
 from mediad.stages import analysis
 from tests import media
+from tests.acceptance.test_cli import mediad
 from tests.archive_support import downloaded_rows, events, store_of
 from tests.support import make_config, row
 from tests.vision_server import Reply, VisionServer, api_error, completion, serving
@@ -334,3 +335,28 @@ async def test_a_picture_that_does_not_decode_fails_its_row(
     r = await row(pool, media_id)
     assert (r["ai_analysis_status"], r["error_code"]) == ("failed", "corrupt_media")
     assert server.seen == []
+
+
+async def test_analyze_requeues_and_show_prints_the_analysis(
+    db_url: str, pool: asyncpg.Pool[Any], server: VisionServer, tmp_path: Path
+) -> None:
+    """`mediad show` prints the analysis readably; `mediad analyze --media-id` puts the row
+    back in the analysis queue; `analyze` naming no rows is bad usage (exit 2)."""
+    cfg = config(server, tmp_path)
+    [media_id, other] = await photo_rows(pool, cfg, 18, 19)
+    await analyse(cfg, db_url)
+    env = {"MEDIAD_DATABASE_URL": db_url}
+    code, out, _ = await mediad("show", media_id, env=env)
+    assert code == 0
+    assert "analysis:\n" in out
+    assert "  description: A red square on a plain background." in out
+    assert "  tags: red, square" in out
+    code, out, _ = await mediad("analyze", "--media-id", media_id, env=env)
+    assert (code, out.split()) == (0, [media_id])
+    r = await row(pool, media_id)
+    assert r["ai_analysis_status"] == "not_started"
+    assert r["ai_analysis_log"][-1]["details"]["by"] == "mediad analyze"
+    assert (await row(pool, other))["ai_analysis_status"] == "completed"
+    code, _, err = await mediad("analyze", env=env)
+    assert code == 2
+    assert "--media-id, --post-id or --all" in err
