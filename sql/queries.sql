@@ -538,17 +538,17 @@ WHERE media_id = $1;
 SELECT result FROM mediad_analysis_cache
 WHERE sha256 = $1 AND backend = $2 AND model = $3 AND prompt_sha256 = $4;
 
--- analysis_cache --
--- Keep an analysis for the next rows with the same bytes (the first one kept stands).
-INSERT INTO mediad_analysis_cache (sha256, backend, model, prompt_sha256, result)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT DO NOTHING;
-
--- analysis_spent --
--- Add one request's tokens and cost to today's (UTC) spend.
+-- analysis_record --
+-- Keep an analysis for the next rows with the same bytes (the first one kept stands), and add
+-- its request's tokens and cost to today's (UTC) spend, in one statement.
+WITH kept AS (
+    INSERT INTO mediad_analysis_cache (sha256, backend, model, prompt_sha256, result)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT DO NOTHING
+)
 INSERT INTO mediad_analysis_spend AS s
     (day, backend, model, requests, prompt_tokens, completion_tokens, cost_usd)
-VALUES ((now() AT TIME ZONE 'UTC')::date, $1, $2, 1, $3, $4, $5)
+VALUES ((now() AT TIME ZONE 'UTC')::date, $2, $3, 1, $6, $7, $8)
 ON CONFLICT (day, backend, model) DO UPDATE
 SET requests = s.requests + 1,
     prompt_tokens = s.prompt_tokens + EXCLUDED.prompt_tokens,

@@ -93,8 +93,10 @@ class Seen:
 class VisionServer:
     """Answers POST /v1/chat/completions from `replies` in order (then the default answer)."""
 
-    def __init__(self, key: str | None = None) -> None:
+    def __init__(self, key: str | None = None, latency: float = 0.0) -> None:
         self.key = key
+        # How long every answer takes, as a model's would (a scripted reply adds its own).
+        self.latency = latency
         self.replies: deque[Reply] = deque()
         self.seen: list[Seen] = []
         self._runner: web.AppRunner | None = None
@@ -121,8 +123,8 @@ class VisionServer:
                  system)
         )  # fmt: skip
         reply = self.replies.popleft() if self.replies else completion()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
+        if reply.delay or self.latency:
+            await asyncio.sleep(reply.delay + self.latency)
         if reply.text is not None:
             return web.Response(
                 status=reply.status, text=reply.text, content_type=reply.content_type,

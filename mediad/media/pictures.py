@@ -87,7 +87,9 @@ def _frame_at(container: object, stream: object, target: float) -> Image.Image |
 def jpeg_bytes(picture: Image.Image, longest: int, quality: int = 85) -> bytes:
     """The picture as an sRGB-ish RGB JPEG no larger than `longest` on its long side."""
     picture = picture.convert("RGB") if picture.mode != "RGB" else picture
-    picture.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+    # reducing_gap: a box-filter reduction first, then a bicubic resize (Pillow's own fast
+    # path); the picture is for a model's eyes, not for print.
+    picture.thumbnail((longest, longest), Image.Resampling.BICUBIC, reducing_gap=2.0)
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=quality)
     return out.getvalue()

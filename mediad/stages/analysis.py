@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import asyncpg
 import structlog
 
@@ -71,10 +72,12 @@ class OpenAIPictures:
     """The openai backend fed with JPEGs of the file (the picture, or the video's frames),
     decoded and downscaled in a decoder worker."""
 
-    def __init__(self, config: AnalysisConfig, decoder_pool: DecoderPool) -> None:
+    def __init__(
+        self, config: AnalysisConfig, decoder_pool: DecoderPool, session: aiohttp.ClientSession
+    ) -> None:
         from mediad.analysis.openai import OpenAIBackend
 
-        self._api = OpenAIBackend(config, os.environ.get("OPENAI_API_KEY") or None)
+        self._api = OpenAIBackend(config, os.environ.get("OPENAI_API_KEY") or None, session)
         self._max_px = config.max_image_px
         self._decoders = decoder_pool
         self.name = self._api.name
@@ -99,7 +102,7 @@ class OpenAIPictures:
         return decoders.pixel_bytes(await self._decoders.run("image_header", payload))
 
     async def close(self) -> None:
-        await self._api.close()
+        """The session is the daemon's to close."""
 
 
 def _is_file(path: str | None) -> bool:
@@ -178,16 +181,14 @@ class Analyser:
             prompt_sha256=self._backend.prompt_sha256,
             fields=analysed.fields,
         )
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(self._sql["analysis_cache"], *key, doc)
-            await conn.execute(
-                self._sql["analysis_spent"],
-                self._backend.name,
-                self._backend.model,
-                analysed.prompt_tokens,
-                analysed.completion_tokens,
-                cost,
-            )
+        await self._pool.execute(
+            self._sql["analysis_record"],
+            *key,
+            doc,
+            analysed.prompt_tokens,
+            analysed.completion_tokens,
+            cost,
+        )
         if self._spent is not None:
             self._spent = (self._spent[0], self._spent[1] + cost)
         return doc, (analysed.prompt_tokens, analysed.completion_tokens), cost
@@ -278,7 +279,11 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
     config = resources.config
     backend: Backend
     if config.analysis.backend == "openai":
-        backend = OpenAIPictures(config.analysis, await resources.decoders())
+        session = await resources.session(
+            timeout=aiohttp.ClientTimeout(total=config.analysis.timeout),
+            connector=aiohttp.TCPConnector(limit=2 * config.analysis.concurrency),
+        )
+        backend = OpenAIPictures(config.analysis, await resources.decoders(), session)
     else:
         raise errors.ConfigError('analysis.backend: "local" is not built yet')
     archive = resources.s3 if config.archive.bucket else None
