@@ -20,7 +20,8 @@ from mediad.commands import status
 from mediad.stages import analysis
 from tests import media
 from tests.acceptance.test_cli import mediad
-from tests.archive_support import downloaded_rows, events, store_of
+from tests.archive_support import archive_settings, downloaded_rows, events, store_of
+from tests.s3server import SeaweedFS
 from tests.support import make_config, row
 from tests.vision_server import Reply, VisionServer, api_error, completion, serving
 
@@ -360,3 +361,38 @@ async def test_analyze_requeues_and_show_prints_the_analysis(
     code, _, err = await mediad("analyze", env=env)
     assert code == 2
     assert "--media-id, --post-id or --all" in err
+
+
+async def test_an_evicted_file_is_analysed_from_its_archived_object(
+    db_url: str,
+    pool: asyncpg.Pool[Any],
+    server: VisionServer,
+    s3_server: SeaweedFS,
+    tmp_path: Path,
+) -> None:
+    """With the local copy evicted, the stage reads the archived object, proven to be the row's
+    bytes; an object holding other bytes fails the row archive_corrupt with no request sent."""
+    settings = archive_settings(s3_server, tmp_path)
+    settings.pop("archive_enabled")
+    archive_keys = {k: v for k, v in settings.items() if k.startswith("archive_")}
+    cfg = config(server, tmp_path, **archive_keys)
+    good, bad = await photo_rows(pool, cfg, 20, 21)
+    raw = s3_server.client()
+    for media_id, body in ((good, None), (bad, media.jpeg(640, 480, seed=99))):
+        r = await row(pool, media_id)
+        local = Path(r["local_file_path"])
+        key = f"evicted/{r['sha256_sum']}.jpg"
+        data = body if body is not None else await asyncio.to_thread(local.read_bytes)
+        raw.put_object(Bucket=s3_server.bucket, Key=key, Body=data)
+        await asyncio.to_thread(local.unlink)
+        await pool.execute(
+            "UPDATE post_media SET local_file_path = NULL, hosted_url = NULL,"
+            " archive_status = 'completed', archive_url = $2 WHERE media_id = $1",
+            media_id,
+            f"s3://{s3_server.bucket}/{key}",
+        )
+    await analyse(cfg, db_url)
+    assert len(server.seen) == 1
+    assert (await row(pool, good))["ai_analysis_status"] == "completed"
+    r = await row(pool, bad)
+    assert (r["ai_analysis_status"], r["error_code"]) == ("failed", "archive_corrupt")
