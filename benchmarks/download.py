@@ -1,4 +1,4 @@
-"""Download throughput: mediad against aria2c and the seeds' thread pool, one big file.
+"""Download throughput: mediad against aria2c and the seeds' thread pool, one big file, bombs.
 
     .venv/bin/python benchmarks/download.py [--photos 5000] [--big-size 2GB] [--repeat 2]
         [--latency-ms 20] [--latency-photos N]
@@ -16,6 +16,10 @@ one big real MP4. In one run, side by side:
   for this comparison only), which of the two goes first swapping every round;
 - the big file, fetched by mediad and by `curl -s URL | tee >(md5sum >/dev/null) | sha256sum`
   (no file written), with mediad's peak RSS;
+- bombs: 4 PNGs of 13000x13000 RGBA (0.7 MB each on the wire, 676 MB decoded) spread among 40
+  of the photos, in one `mediad run --once`, with its seconds, its whole process tree's peak
+  RSS and the rows completed; then the same in-process, for the contrast only (unless
+  --skip bombs-in-process, or less than about 3.7 GB is available);
 - a CDN-like scenario besides (never instead of) the zero-latency one (--latency-ms, 20 by
   default; 0 skips it): the photos (all of them, or the first --latency-photos) fetched by the
   same three tools from a second nginx that answers each request after N ms (3N for a
@@ -30,7 +34,8 @@ is printed but the target is judged in the latency table (on loopback only when 
 scenario is skipped). The aria2c target (0.7x) is judged on loopback; the latency table shows
 its ratio only. So is the workers' cost, mediad / mediad in-process >= 0.95x: loopback is
 where it shows (nothing waits, every CPU second is throughput); the latency table shows it
-only.
+only. The bombs' targets: peak RSS of the daemon and its decoders under 1.2 GB, every row
+completed (decoders in workers; the in-process run is printed, never judged).
 
 mediad runs as a subprocess, timed from spawn to exit (start-up included), against a fresh
 database on an embedded PostgreSQL; the rate without start-up comes from the row events
@@ -101,6 +106,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import asyncpg
+import psutil
 
 from benchmarks.harness import (
     corpus,
@@ -122,11 +128,18 @@ TARGET_VS_CURL = 0.8
 TARGET_RSS_MB = 150.0
 # Decoders in worker processes must not make downloads slower than in the daemon's threads.
 TARGET_VS_IN_PROCESS = 0.95
+# The bombs beside photos: the whole daemon, decoder workers included, stays under this.
+TARGET_BOMBS_RSS_MB = 1200.0
 
 # The two mediad configurations (tool names start with these; see `best`).
 MEDIAD = "mediad run --once"  # decoders in worker processes: the default
 IN_PROCESS = "mediad in-process"  # MEDIAD_MEDIA_IN_PROCESS=true: decoders in the daemon's threads
 TOOL_LABELS = {MEDIAD: "mediad", IN_PROCESS: "mediad in-process"}
+
+# The bombs table: BOMBS PNGs of BOMB_SIDE x BOMB_SIDE RGBA among BOMB_PHOTOS photos.
+BOMBS = 4
+BOMB_SIDE = 13000
+BOMB_PHOTOS = 40
 
 MB = report.MB
 PHOTO_MEAN = (corpus.SMALL_MIN + corpus.SMALL_MAX) // 2
@@ -182,14 +195,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch.warn_if_recent_cleanup(cache)
     photos = corpus.photos(cache, args.photos) if args.photos > 0 else []
     big = corpus.big_mp4(cache, args.big_size) if "big" not in skip else None
-    describe_corpus(photos, big)
-    corpus.warm_page_cache(cache, [*photos, *([big] if big else [])])
+    bombs: list[CorpusFile] = []
+    if "bombs" not in skip and "mediad" not in skip:
+        # The bombs' photos: the corpus's first, or a small corpus of their own.
+        some = photos if len(photos) >= BOMB_PHOTOS else corpus.photos(cache, BOMB_PHOTOS)
+        bombs = with_bombs(some[:BOMB_PHOTOS], corpus.bombs(cache, BOMBS, BOMB_SIDE))
+    describe_corpus(photos, big, bombs)
+    corpus.warm_page_cache(cache, [*photos, *([big] if big else []), *bombs])
     first = photos[0] if photos else big
     if first is None:
         raise SystemExit("nothing to measure: --photos 0 and --skip big")
 
     photo_runs: list[Run] = []
     big_runs: list[Run] = []
+    bomb_runs: list[Run] = []
     latency_runs: list[Run] = []
     with (
         postgres.embedded() as server,
@@ -217,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             photo_runs = fetch_photos(bench, account, photos, origin.url, "photos", "photos")
             if big is not None:
                 big_runs = fetch_big(bench, account, big, origin.url)
+            if bombs:
+                bomb_runs = fetch_bombs(bench, account, bombs, origin.url)
         if latency > 0 and photos:
             # A second nginx, so the zero-latency figures above come from a server without
             # the echo module.
@@ -236,8 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ncorpus kept in {cache} for the next run (delete it to free the space)")
 
     verdict = targets.Verdict()
-    verdict.check(r.ok for r in [*photo_runs, *big_runs, *latency_runs])
-    summarize(verdict, photo_runs, big_runs, latency_runs, args.repeat, latency)
+    # The bombs in-process are a contrast, printed only: a failure there judges nothing.
+    judged_bombs = [r for r in bomb_runs if r.tool.startswith(MEDIAD)]
+    verdict.check(r.ok for r in [*photo_runs, *big_runs, *judged_bombs, *latency_runs])
+    summarize(verdict, photo_runs, big_runs, bomb_runs, latency_runs, args.repeat, latency)
     return verdict.exit_status()
 
 
@@ -300,7 +323,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: mediad,in-process,aria2c,seeds,curl,big"
+        help="comma-separated: mediad,in-process,aria2c,seeds,curl,big,bombs,bombs-in-process"
         " (in-process: mediad's runs with media.in_process, in every table)",
     )
     parser.add_argument(
@@ -328,6 +351,8 @@ def check_disk_room(args: argparse.Namespace, skip: set[str], latency_photos: in
     scratch_bytes = writers * (args.repeat * args.photos + latency_photos) * PHOTO_MEAN
     if "mediad" not in skip:
         scratch_bytes += args.repeat * big
+    if "mediad" not in skip and "bombs" not in skip:
+        scratch_bytes += 2 * (BOMBS * 1 * MB + BOMB_PHOTOS * PHOTO_MEAN)
     scratch.check_room(args.scratch_dir, scratch_bytes + 200 * MB, "the scratch dir", smaller)
 
 
@@ -372,7 +397,9 @@ def find_echo_module(nginx: str, install: bool) -> Path:
     return module
 
 
-def describe_corpus(photos: Sequence[CorpusFile], big: CorpusFile | None) -> None:
+def describe_corpus(
+    photos: Sequence[CorpusFile], big: CorpusFile | None, bombs: Sequence[CorpusFile]
+) -> None:
     sizes = [f.size for f in photos]
     if sizes:
         print(
@@ -380,6 +407,13 @@ def describe_corpus(photos: Sequence[CorpusFile], big: CorpusFile | None) -> Non
             f"{min(sizes) / 1000:.0f}-{max(sizes) / 1000:.0f} kB "
             f"(mean {sum(sizes) / len(sizes) / 1000:.0f} kB); big file: "
             + (f"{big.size / MB:,.0f} MB MP4" if big else "skipped")
+        )
+    pngs = [f.size for f in bombs if f.name.endswith(".png")]
+    if pngs:
+        print(
+            f"bombs: {len(pngs)} PNGs of {BOMB_SIDE}x{BOMB_SIDE} RGBA,"
+            f" {min(pngs) / MB:.2f}-{max(pngs) / MB:.2f} MB on the wire,"
+            f" {BOMB_SIDE**2 * 4 / MB:,.0f} MB each decoded, among {len(bombs) - len(pngs)} photos"
         )
 
 
@@ -417,6 +451,41 @@ def fetch_photos(
 
 def mediad_tool(bench: Bench, in_process: bool) -> str:
     return f"{IN_PROCESS if in_process else MEDIAD} (c={bench.concurrency})"
+
+
+def fetch_bombs(
+    bench: Bench, account: measure.CpuAccount, files: Sequence[CorpusFile], base_url: str
+) -> list[Run]:
+    """The bombs among photos in one `mediad run --once`; then, unless skipped or short of
+    memory, the same in-process, for the contrast (printed, never judged)."""
+    print("bombs among photos:", flush=True)
+    done = [print_run(run_mediad(bench, account, "bench_dl_bombs", mediad_tool(bench, False),
+                                 files, base_url))]  # fmt: skip
+    if "in-process" in bench.skip or "bombs-in-process" in bench.skip:
+        return done
+    # In-process nothing admits the decodes by their size: all the bombs may decode at once.
+    needed = BOMBS * BOMB_SIDE**2 * 4 + 1000 * MB
+    available = psutil.virtual_memory().available
+    if available < needed:
+        print(
+            f"  in-process run skipped: {available / MB:,.0f} MB available, it may need"
+            f" {needed / MB:,.0f} MB"
+        )
+        return done
+    name = "bench_dl_bombs_in_process"
+    tool = mediad_tool(bench, True)
+    done.append(print_run(run_mediad(bench, account, name, tool, files, base_url,
+                                     in_process=True)))  # fmt: skip
+    return done
+
+
+def with_bombs(photos: Sequence[CorpusFile], bombs: Sequence[CorpusFile]) -> list[CorpusFile]:
+    """The photos with the bombs spread evenly among them (the first at the head)."""
+    mixed = list(photos)
+    step = len(mixed) // len(bombs) + 1 if bombs else 0
+    for index, bomb in enumerate(bombs):
+        mixed.insert(index * step, bomb)
+    return mixed
 
 
 def fetch_big(
@@ -508,6 +577,7 @@ FROM post_media
 # What each corpus file is to mediad: the row's media_type, and the type it must sniff.
 KINDS = {
     ".jpg": ("image", "image/jpeg"),
+    ".png": ("image", "image/png"),
     ".mp4": ("video", "video/mp4"),
 }
 
@@ -785,6 +855,7 @@ def summarize(
     verdict: targets.Verdict,
     photo_runs: Sequence[Run],
     big_runs: Sequence[Run],
+    bomb_runs: Sequence[Run],
     latency_runs: Sequence[Run],
     repeat: int,
     latency: float,
@@ -822,6 +893,8 @@ def summarize(
         )
     if big_runs:
         big_table(verdict, big_runs, repeat)
+    if bomb_runs:
+        bombs_table(verdict, bomb_runs)
     if latency_runs:
         # The seeds' target is the one this scenario exists for: on loopback their threads
         # never wait. aria2c's target stays with the loopback table, as the issue sets it, and
@@ -894,6 +967,44 @@ def cpu_split(run: Run) -> str:
     return (
         f"CPU {total:.2f} ms/file: the daemon {total - decoders:.2f}, its decoders' forkserver"
         f" and workers {decoders:.2f}"
+    )
+
+
+def bombs_table(verdict: targets.Verdict, runs: Sequence[Run]) -> None:
+    """The bombs among photos: seconds, the whole tree's peak RSS and the rows completed; the
+    RSS and completion targets judged on the default configuration (in-process: shown only)."""
+    report.print_table(
+        f"Bombs: {BOMBS} PNGs of {BOMB_SIDE}x{BOMB_SIDE} RGBA ({BOMB_SIDE**2 * 4 / MB:,.0f} MB"
+        f" each decoded) among {BOMB_PHOTOS} photos, one `mediad run --once` each",
+        ["tool", "rows", "completed", "seconds", "peak RSS MB (all processes)", "peak PSS MB",
+         "daemon's own peak MB", "CPU s", "decoder processes CPU s", "others' CPUs"],
+        [[r.tool, r.files, r.completed if r.completed is not None else "n/a", r.seconds,
+          r.peak_rss / MB, r.peak_pss / MB, r.own_peak_rss / MB, r.cpu_seconds,
+          r.descendants_cpu_seconds if r.descendants_cpu_seconds > 0 else "-", r.others]
+         for r in runs],
+    )  # fmt: skip
+    workers = next((r for r in runs if r.tool.startswith(MEDIAD)), None)
+    if workers is None or workers.completed is None:
+        verdict.not_measured("bombs: peak RSS, rows completed")
+        return
+    judged = [
+        verdict.judge(
+            targets.Target("bombs: peak RSS of the daemon and its decoders",
+                           workers.peak_rss / MB, TARGET_BOMBS_RSS_MB, " MB", below=True)
+        ),
+        verdict.judge(
+            targets.Target("bombs: rows completed", workers.completed, workers.files, " rows")
+        ),
+    ]  # fmt: skip
+    verdict.print_targets("Bombs targets (decoders in workers)", judged)
+    if len(runs) > 1:
+        print(
+            f"{IN_PROCESS}: shown for the contrast only (no decode memory budget: every bomb may"
+            " decode at once, in the daemon)."
+        )
+    print(
+        "Peak RSS sums every process's resident pages in one sample (every 10 ms), shared"
+        " pages once per process; PSS splits them between their sharers (sampled every 0.5 s)."
     )
 
 
