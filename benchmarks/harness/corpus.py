@@ -1,4 +1,5 @@
-"""The files measured: camera photos and one big MP4 (cached between runs), random stored files."""
+"""The files measured: camera photos, PNG bombs and one big MP4 (cached between runs), random
+stored files."""
 
 from __future__ import annotations
 
@@ -183,6 +184,41 @@ def big_mp4(cache: Path, size: int) -> CorpusFile:
     sidecar.write_text(json.dumps(vars(entry)))
     print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
     return entry
+
+
+def bombs(cache: Path, count: int, side: int) -> list[CorpusFile]:
+    """`count` distinct decompression bombs: `side`x`side` RGBA PNGs (tests/media.py's
+    `huge_png`, a few stripes on black), about 0.7 MB each on the wire for 13000x13000, and
+    `side`^2 x 4 bytes each decoded; generated once and reused while the cache lives."""
+    folder = f"bombs-{CORPUS_VERSION}-{side}x{side}-n{count}"
+    directory = cache / folder
+    manifest = directory / "manifest.json"
+    if manifest.exists():
+        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
+    from tests import media
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(mode=0o755, parents=True)
+    directory.chmod(0o755)
+    started = time.perf_counter()
+    print(f"generating {count} {side}x{side} PNG bombs ...", flush=True)
+    files = []
+    for seed in range(count):
+        data = media.huge_png(side, side, seed=seed)
+        name = f"bomb{seed}.png"
+        _write_readable(directory / name, data)
+        files.append(
+            CorpusFile(
+                f"{folder}/{name}",
+                len(data),
+                hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                hashlib.sha256(data).hexdigest(),
+            )
+        )
+    manifest.write_text(json.dumps([vars(f) for f in files]))
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return files
 
 
 def warm_page_cache(root: Path, files: Sequence[CorpusFile]) -> None:

@@ -27,7 +27,7 @@ http {{
     keepalive_timeout 60s;
     keepalive_requests 1000000;
     open_file_cache max=20000 inactive=120s;
-    types {{ image/jpeg jpg; video/mp4 mp4; }}
+    types {{ image/jpeg jpg; image/png png; video/mp4 mp4; }}
     default_type application/octet-stream;
     client_body_temp_path {work}/client_body;
     proxy_temp_path {work}/proxy;

@@ -21,8 +21,16 @@ class Run:
     # The work alone, start-up excluded (mediad: from the events in its rows).
     busy_seconds: float = math.nan
     startup_seconds: float = math.nan
-    peak_rss: float = math.nan  # bytes
-    cpu_seconds: float = math.nan  # the tool's own, user + system
+    # Bytes. mediad: the peak of its whole process tree (decoder workers included), summed
+    # over its processes (measure.ProcessTree); `own_peak_rss`: the daemon process's alone.
+    peak_rss: float = math.nan
+    own_peak_rss: float = math.nan
+    peak_pss: float = math.nan  # mediad: the tree's, sampled less often (measure.ProcessTree)
+    cpu_seconds: float = math.nan  # the tool's own, user + system, its descendants included
+    # The part of `cpu_seconds` spent in processes that outlived the tool's main process
+    # (mediad: the decoders' forkserver, its workers and multiprocessing's resource tracker).
+    descendants_cpu_seconds: float = math.nan
+    completed: int | None = None  # rows (mediad) whose check passed in full
     split: measure.CpuSplit = field(default_factory=measure.CpuSplit)
     transactions: int | None = None  # database transactions (mediad)
 
@@ -41,6 +49,10 @@ class Run:
     @property
     def busy_mb_per_s(self) -> float:
         return report.rate(self.bytes, self.busy_seconds) / report.MB
+
+    @property
+    def cpu_ms_per_file(self) -> float:
+        return report.rate(self.cpu_seconds * 1000, self.files)
 
     @property
     def others(self) -> float:
