@@ -1,0 +1,1 @@
+"""Analysis of downloaded media: the backends (openai, local) and what they share."""
