@@ -1,11 +1,11 @@
-"""Perceptual hashes and the near-duplicate rule, on pictures made in memory."""
+"""Perceptual hashes, the near-duplicate rule, and colour names, on pictures made in memory."""
 
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
-from mediad.analysis import hashes
+from mediad.analysis import colors, hashes
 from tests import media
 
 
@@ -77,3 +77,18 @@ def test_a_flat_picture_has_no_quality_and_matches_nothing() -> None:
     assert white == _hashes(Image.new("RGB", (640, 480), "white"))
     assert not hashes.near_duplicate(white, black)
 
+
+def test_colour_names() -> None:
+    """Plain names for colours: greys by lightness, saturated ones by hue, dark orange brown."""
+    named = {
+        (255, 255, 255): "white",
+        (221, 221, 221): "gray",
+        (10, 10, 10): "black",
+        (200, 30, 30): "red",
+        (20, 40, 200): "blue",
+        (30, 160, 40): "green",
+        (250, 150, 20): "orange",
+        (120, 70, 20): "brown",
+        (240, 220, 30): "yellow",
+    }
+    assert {rgb: colors.name(rgb) for rgb in named} == named
