@@ -1,0 +1,179 @@
+"""Text in pictures: RapidOCR (PP-OCR models bundled in its wheel, run by onnxruntime), one
+engine per process, and a guess of the text's language (py3langid, its model in its wheel).
+
+Nothing is fetched at run time: the engine is given the bundled model files by path, so
+RapidOCR's own resolver (which downloads whatever its config names and is not on disk) never
+runs. The engine runs single-threaded: the parallelism is the pool's, one task per core.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import importlib.metadata
+import os
+import sys
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from mediad import errors
+
+# The models the rapidocr wheel ships (3.10: PP-OCRv6 small detection and recognition, the
+# PP-OCR mobile direction classifier). Named, not globbed: the model string says what ran.
+DET_MODEL = "PP-OCRv6_det_small.onnx"
+CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
+REC_MODEL = "PP-OCRv6_rec_small.onnx"
+# Lines read with less confidence are dropped (RapidOCR's own default).
+MIN_CONFIDENCE = 0.5
+# A language is named only for this many letters at least, and this confidence.
+_LANGUAGE_MIN_LETTERS = 12
+_LANGUAGE_MIN_CONFIDENCE = 0.6
+# Longer than any picture handed in (frames.py bounds them): detection never resizes.
+_DET_LIMIT = 8192
+# glibc's mallopt(M_ARENA_MAX): see _single_threaded.
+_M_ARENA_MAX = -8
+
+_lock = threading.Lock()
+_engines: dict[int, Any] = {}
+_identifier: Any = None
+
+
+def model_name() -> str:
+    """What reads the text, by version and model files: part of the analysis cache key."""
+    models = "+".join(Path(name).stem for name in (DET_MODEL, CLS_MODEL, REC_MODEL))
+    return f"rapidocr-{_version('rapidocr')}/{models}"
+
+
+def read(picture: Any, *, scale: float = 1.0, threads: int = 1) -> dict[str, Any]:
+    """The text lines of an RGB picture, top to bottom: text, confidence, and box (four
+    corners in the original picture's pixels: the analysed one's divided by `scale`)."""
+    import numpy as np
+
+    engine = _engine(threads)
+    # RapidOCR takes arrays as OpenCV does, BGR.
+    bgr = np.ascontiguousarray(np.asarray(picture.convert("RGB"))[:, :, ::-1])
+    result = engine(bgr, text_score=MIN_CONFIDENCE)
+    lines: list[dict[str, Any]] = []
+    boxes = result.boxes if result.boxes is not None else []
+    for box, text, score in zip(boxes, result.txts or (), result.scores or (), strict=False):
+        text = str(text).strip()
+        if not text or float(score) < MIN_CONFIDENCE:
+            continue
+        corners = [[round(float(x) / scale), round(float(y) / scale)] for x, y in box]
+        lines.append({"text": text, "confidence": round(float(score), 3), "box": corners})
+    text = "\n".join(line["text"] for line in lines)
+    return {"text": text, "lines": lines, "language": guess_language(text)}
+
+
+def guess_language(text: str) -> dict[str, Any] | None:
+    """The ISO 639-1 code of the text's language and the confidence (0-1), or None when the
+    text is too short or the guess too unsure to name one (a few capitalised words, a number)."""
+    letters = sum(1 for ch in text if ch.isalpha())
+    if letters < _LANGUAGE_MIN_LETTERS and not _mostly_cjk(text):
+        return None
+    code, confidence = _language_identifier().classify(text.lower())
+    if float(confidence) < _LANGUAGE_MIN_CONFIDENCE:
+        return None
+    return {"code": str(code), "confidence": round(float(confidence), 3)}
+
+
+def _mostly_cjk(text: str) -> bool:
+    """Chinese or Japanese text says much in a few characters: it needs no minimum length."""
+    letters = [ch for ch in text if ch.isalpha()]
+    cjk = sum(1 for ch in letters if unicodedata.name(ch, "").startswith(("CJK", "HIRAGANA")))
+    return len(letters) >= 2 and cjk * 2 > len(letters)
+
+
+def _engine(threads: int) -> Any:
+    with _lock:
+        engine = _engines.get(threads)
+        if engine is None:
+            engine = _engines[threads] = _new_engine(threads)
+        return engine
+
+
+def _new_engine(threads: int) -> Any:
+    _single_threaded(threads)
+    try:
+        import rapidocr
+        from rapidocr import RapidOCR
+    except ImportError as exc:
+        raise _missing(exc) from None
+    models = Path(rapidocr.__file__).parent / "models"
+    paths = {name: models / name for name in (DET_MODEL, CLS_MODEL, REC_MODEL)}
+    absent = [name for name, path in paths.items() if not path.is_file()]
+    if absent:
+        raise errors.ConfigError(
+            f"analysis.backend = local: the installed rapidocr {_version('rapidocr')} does not "
+            f"ship {', '.join(absent)}, and nothing is downloaded at run time"
+        )
+    return RapidOCR(
+        params={
+            "Global.log_level": "error",
+            "Det.model_path": str(paths[DET_MODEL]),
+            "Cls.model_path": str(paths[CLS_MODEL]),
+            "Rec.model_path": str(paths[REC_MODEL]),
+            # The picture is already no larger than wanted: detect at its own size. RapidOCR's
+            # default upscales every picture to 736 pixels on its short side, which costs a
+            # 480x320 picture 3x the CPU and reads no more of it (9-14 px text: all of it).
+            "Det.limit_type": "max",
+            "Det.limit_side_len": _DET_LIMIT,
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+    )
+
+
+def _single_threaded(threads: int) -> None:
+    """Keep the engine's libraries to `threads` threads, and its address space small.
+
+    A decoder worker runs under an address-space limit: each idle OpenBLAS or OpenMP thread
+    reserves its buffers, and each thread that allocates gets a glibc malloc arena of 64 MiB
+    of address space. Capped, one OCR of a 1280-pixel picture peaks near 800 MiB of address
+    space instead of 1.1 GiB. The environment only counts before numpy and OpenCV load.
+    """
+    if "numpy" not in sys.modules:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(name, str(threads))
+    libc_name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "mallopt"):
+            libc.mallopt(_M_ARENA_MAX, 2)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError as exc:
+        raise _missing(exc) from None
+
+
+def _language_identifier() -> Any:
+    global _identifier
+    with _lock:
+        if _identifier is None:
+            try:
+                from py3langid.langid import (  # type: ignore[import-untyped]
+                    MODEL_FILE,
+                    LanguageIdentifier,
+                )
+            except ImportError as exc:
+                raise _missing(exc) from None
+            _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+        return _identifier
+
+
+def _missing(exc: ImportError) -> errors.ConfigError:
+    return errors.ConfigError(
+        f"analysis.backend = local needs the optional packages of mediad[local-analysis]"
+        f" (pip install 'mediad[local-analysis]'): {exc}"
+    )
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
