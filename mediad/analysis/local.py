@@ -22,8 +22,10 @@ BACKEND = "local"
 # with the model string, keys the analysis cache.
 VERSION = 1
 # Long side of the picture analysed. OCR reads text down to about 8 px high after the
-# downscale: at 1024, text of 10 px in a 1080x720 picture still reads exactly, and a 4032-px
-# phone photo keeps text of 32 px and more (figures in the commit that set it).
+# downscale. Measured on 1080x720 photo-like pictures with outlined text, one core: 10 px text
+# reads exactly from 800 px up (67% of its characters at 640), 12 px 88% at 640, 14 px 99%;
+# CPU per picture 0.7 s at 640, 1.05 s at 800, 1.4 s at 960, 1.65 s at 1080. At 1024 a
+# 1080x720 picture loses nothing, and a 4032-px phone photo keeps its text of 32 px and more.
 MAX_PX = 1024
 VIDEO_POSITIONS = (0.25, 0.5, 0.75)
 TOP_COLORS = 5
