@@ -1,5 +1,5 @@
 """Text in pictures: RapidOCR (PP-OCR models bundled in its wheel, run by onnxruntime), one
-engine per process, and a guess of the text's language (py3langid, its model in its wheel).
+engine per process, and a guess of the text's language (language.py).
 
 Nothing is fetched at run time: the engine is given the bundled model files by path, so
 RapidOCR's own resolver (which downloads whatever its config names and is not on disk) never
@@ -14,11 +14,11 @@ import importlib.metadata
 import os
 import sys
 import threading
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from mediad import errors
+from mediad.analysis import language
 
 # The models the rapidocr wheel ships (3.10: PP-OCRv6 small detection and recognition, the
 # PP-OCR mobile direction classifier). Named, not globbed: the model string says what ran.
@@ -27,9 +27,6 @@ CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_mobile.onnx"
 REC_MODEL = "PP-OCRv6_rec_small.onnx"
 # Lines read with less confidence are dropped (RapidOCR's own default).
 MIN_CONFIDENCE = 0.5
-# A language is named only for this many letters at least, and this confidence.
-_LANGUAGE_MIN_LETTERS = 12
-_LANGUAGE_MIN_CONFIDENCE = 0.6
 # Longer than any picture handed in (frames.py bounds them): detection never resizes.
 _DET_LIMIT = 8192
 # glibc's mallopt(M_ARENA_MAX): see _single_threaded.
@@ -37,7 +34,6 @@ _M_ARENA_MAX = -8
 
 _lock = threading.Lock()
 _engines: dict[int, Any] = {}
-_identifier: Any = None
 
 
 def model_name() -> str:
@@ -68,22 +64,8 @@ def read(picture: Any, *, scale: float = 1.0, threads: int = 1) -> dict[str, Any
 
 
 def guess_language(text: str) -> dict[str, Any] | None:
-    """The ISO 639-1 code of the text's language and the confidence (0-1), or None when the
-    text is too short or the guess too unsure to name one (a few capitalised words, a number)."""
-    letters = sum(1 for ch in text if ch.isalpha())
-    if letters < _LANGUAGE_MIN_LETTERS and not _mostly_cjk(text):
-        return None
-    code, confidence = _language_identifier().classify(text.lower())
-    if float(confidence) < _LANGUAGE_MIN_CONFIDENCE:
-        return None
-    return {"code": str(code), "confidence": round(float(confidence), 3)}
-
-
-def _mostly_cjk(text: str) -> bool:
-    """Chinese or Japanese text says much in a few characters: it needs no minimum length."""
-    letters = [ch for ch in text if ch.isalpha()]
-    cjk = sum(1 for ch in letters if unicodedata.name(ch, "").startswith(("CJK", "HIRAGANA")))
-    return len(letters) >= 2 and cjk * 2 > len(letters)
+    """The ISO 639-1 code of the text's language and a confidence (0-1), or None."""
+    return language.guess(text)
 
 
 def _engine(threads: int) -> Any:
@@ -148,21 +130,6 @@ def _single_threaded(threads: int) -> None:
         cv2.setNumThreads(threads)
     except ImportError as exc:
         raise _missing(exc) from None
-
-
-def _language_identifier() -> Any:
-    global _identifier
-    with _lock:
-        if _identifier is None:
-            try:
-                from py3langid.langid import (  # type: ignore[import-untyped]
-                    MODEL_FILE,
-                    LanguageIdentifier,
-                )
-            except ImportError as exc:
-                raise _missing(exc) from None
-            _identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        return _identifier
 
 
 def _missing(exc: ImportError) -> errors.ConfigError:
