@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from mediad import errors
-from mediad.media import audio_video, clean, images, sniff
+from mediad.media import clean, images, sniff
 
 # Packets read after a seek before the wanted frame must have come (a key frame every few
 # seconds is the norm; a 10-minute GOP is not): past it, the last frame decoded is taken.
@@ -107,7 +107,10 @@ def video_frames(
 ) -> tuple[float, list[Frame]]:
     """The video's length (seconds) and its first frame at or after each position (a fraction
     of its length), upright (display rotation applied), at most `longest` on the long side."""
+    # PyAV (FFmpeg's libraries, 130 MB of address space) loads only for videos.
     import av
+
+    from mediad.media import audio_video
 
     family = audio_video.FAMILIES.get(mime_type)
     if family is None or family.video is None:

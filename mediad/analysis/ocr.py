@@ -91,6 +91,7 @@ def _new_engine(threads: int) -> Any:
             f"analysis.backend = local: the installed rapidocr {_version('rapidocr')} does not "
             f"ship {', '.join(absent)}, and nothing is downloaded at run time"
         )
+    _options_for_varying_shapes()
     return RapidOCR(
         params={
             "Global.log_level": "error",
@@ -108,13 +109,37 @@ def _new_engine(threads: int) -> Any:
     )
 
 
+def _options_for_varying_shapes() -> None:
+    """Every onnxruntime session RapidOCR makes, without memory patterns.
+
+    A memory pattern is planned and kept for each input shape, and every picture has its own
+    shape: with them, a worker's address space grew by 150 MB over 40 pictures (past 1 GiB);
+    without, it stays flat, for the same CPU. RapidOCR has no setting for it: its options
+    factory is wrapped (tests check the sessions' options, so an upgrade that moves it shows).
+    """
+    from rapidocr.inference_engine.onnxruntime import main as ort_main
+
+    factory: Any = ort_main.OrtInferSession._init_sess_opts
+    if getattr(factory, "mediad_wrapped", False):
+        return
+
+    def without_memory_pattern(cfg: Any) -> Any:
+        options = factory(cfg)
+        options.enable_mem_pattern = False
+        return options
+
+    without_memory_pattern.mediad_wrapped = True  # type: ignore[attr-defined]
+    ort_main.OrtInferSession._init_sess_opts = staticmethod(without_memory_pattern)  # type: ignore[method-assign]
+
+
 def _single_threaded(threads: int) -> None:
     """Keep the engine's libraries to `threads` threads, and its address space small.
 
     A decoder worker runs under an address-space limit: each idle OpenBLAS or OpenMP thread
     reserves its buffers, and each thread that allocates gets a glibc malloc arena of 64 MiB
-    of address space. Capped, one OCR of a 1280-pixel picture peaks near 800 MiB of address
-    space instead of 1.1 GiB. The environment only counts before numpy and OpenCV load.
+    of address space (one arena: the work is single-threaded). Capped, one OCR of a 1280-pixel
+    picture peaked near 800 MiB of address space instead of 1.1 GiB. The environment only
+    counts before numpy and OpenCV load.
     """
     if "numpy" not in sys.modules:
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -123,7 +148,7 @@ def _single_threaded(threads: int) -> None:
     if sys.platform.startswith("linux") and libc_name:
         libc = ctypes.CDLL(libc_name)
         if hasattr(libc, "mallopt"):
-            libc.mallopt(_M_ARENA_MAX, 2)
+            libc.mallopt(_M_ARENA_MAX, 1)
     try:
         import cv2
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mediad import errors
-from mediad.analysis import frames, hashes, local
+from mediad.analysis import frames, hashes, local, ocr
 from tests import media
 
 Write = Callable[[bytes, str], Path]
@@ -215,6 +215,21 @@ def test_a_picture_over_the_pixel_bound_is_refused_before_decoding(write: Write)
         local.analyze_image_file(write(media.png(64, 48), "small.png"), max_pixels=1000)
 
 
+def test_ocr_sessions_are_single_threaded_and_plan_no_memory_patterns(write: Write) -> None:
+    """Every onnxruntime session of the engine runs one thread and keeps no per-shape memory
+    pattern (each picture's shape would keep one: the address space grows)."""
+    local.analyze_image_file(_archive_png(write))
+    engine = ocr._engine(1)
+    sessions = [
+        part.session.session for part in (engine.text_det, engine.text_cls, engine.text_rec)
+    ]
+
+    for session in sessions:
+        options = session.get_session_options()
+        assert options.enable_mem_pattern is False
+        assert options.intra_op_num_threads == 1
+
+
 def test_damaged_and_non_media_files_are_refused_with_media_errors(write: Write) -> None:
     """A cut-off PNG is corrupt_media; a text file is not_media; an MP3 is unsupported."""
     with pytest.raises(errors.CorruptMediaError):
@@ -262,8 +277,10 @@ def test_portrait_video_frames_are_turned_upright(write: Write) -> None:
 
 _OFFLINE_SCRIPT = textwrap.dedent(
     """
-    import json, socket, sys
+    import json, resource, socket, sys
 
+    # The address space of a decoder worker (media.worker_memory's default, 1 GiB).
+    resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
     attempts = []
 
     def audit(event, args):
@@ -273,6 +290,7 @@ _OFFLINE_SCRIPT = textwrap.dedent(
             raise OSError(f"no network in this test: {event}")
 
     sys.addaudithook(audit)
+    import av  # a decoder worker has FFmpeg loaded for its probes
     from mediad.analysis import local
 
     result = local.analyze_image_file(sys.argv[1])
@@ -292,8 +310,10 @@ def _unshare_works() -> bool:
 def test_analysis_runs_with_no_network_at_all(write: Write, tmp_path: Path) -> None:
     """In a fresh process with no network (its own empty network namespace where the kernel
     allows, `unshare -n`) and an audit hook refusing every connect and name lookup, a first
-    analysis loads the engine and reads the picture right, having tried no network."""
-    path = _archive_png(write)
+    analysis loads the engine and reads the picture right, having tried no network; all of it
+    within a decoder worker's 1 GiB of address space, on the largest picture analysed."""
+    square = media.text_picture("ARCHIVE 2026 MEDIA", 1400, 1400, size=96, position=(60, 600))
+    path = write(media.encoded(square), "square.png")
     isolated = _unshare_works()
     prefix = ["unshare", "-n"] if isolated else []
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
