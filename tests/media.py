@@ -13,7 +13,7 @@ from datetime import datetime
 from fractions import Fraction
 
 import av
-from PIL import ExifTags, Image, TiffImagePlugin
+from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont, TiffImagePlugin
 
 TAKEN_AT = datetime(2024, 5, 6, 7, 8, 9)
 EIFFEL_TOWER = (48.8584, 2.2945)
@@ -253,6 +253,126 @@ def sized_jpeg(target_bytes: int, seed: int = 0, *, tolerance: float = 0.03) -> 
         # Size grows linearly with rows of noise, apart from the fixed header.
         height = max(8, round(height / error))
     return data
+
+
+# --- pictures with text, for analysis -----------------------------------------------------------
+
+
+def text_picture(
+    text: str,
+    width: int = 1080,
+    height: int = 720,
+    *,
+    size: int = 72,
+    color: str | tuple[int, int, int] = "black",
+    background: str | tuple[int, int, int] = "white",
+    position: tuple[int, int] = (60, 300),
+) -> Image.Image:
+    """`text` rendered with Pillow's scalable default font on a plain background."""
+    picture = Image.new("RGB", (width, height), background)
+    ImageDraw.Draw(picture).text(position, text, fill=color, font=ImageFont.load_default(size=size))
+    return picture
+
+
+def photo_like(width: int = 1080, height: int = 720, *, seed: int = 0) -> Image.Image:
+    """Smooth colour blotches, like an out-of-focus photo: seeded noise upscaled and blurred."""
+    cell = 24
+    small = noise_image(max(2, width // cell), max(2, height // cell), seed=seed)
+    return small.resize((width, height), Image.Resampling.BICUBIC).filter(
+        ImageFilter.GaussianBlur(3)
+    )
+
+
+def photo_with_text(
+    lines: Sequence[str],
+    width: int = 1080,
+    height: int = 720,
+    *,
+    seed: int = 0,
+    size: int = 56,
+) -> Image.Image:
+    """A photo-like background with `lines` in white outlined in black, as memes carry them."""
+    picture = photo_like(width, height, seed=seed)
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=size)
+    y = height // 10
+    for line in lines:
+        draw.text(
+            (width // 20, y),
+            line,
+            font=font,
+            fill="white",
+            stroke_width=max(2, size // 12),
+            stroke_fill="black",
+        )
+        y += round(size * 1.6)
+    return picture
+
+
+def encoded(picture: Image.Image, fmt: str = "PNG", **save: object) -> bytes:
+    """A picture encoded as `fmt` ("PNG", "JPEG", ...) with Pillow's `save` options."""
+    buf = io.BytesIO()
+    picture.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A small real PNG whose header (IHDR, CRC mended) claims `width` x `height` pixels."""
+    data = bytearray(png(8, 8))
+    # The signature (8 bytes), then IHDR: length (4), type (4), width, height (4 each)...
+    struct.pack_into(">II", data, 16, width, height)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def captioned_mp4(
+    captions: Sequence[str],
+    *,
+    seconds_per_caption: float = 1.0,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 4,
+    size: int = 40,
+    rotation: int = 0,
+    corner_mark: bool = False,
+) -> bytes:
+    """An H.264 (else MPEG-4 part 2) MP4 showing each caption in turn, black on white, for
+    `seconds_per_caption` each, `width` x `height` as shown.
+
+    With a `rotation` (counter-clockwise degrees), frames are stored turned the other way and
+    the display matrix turns them upright, as phones store portrait video. `corner_mark` puts
+    a red square in the top-left corner of the picture as shown.
+    """
+    if width % 2 or height % 2:
+        raise ValueError("yuv420p needs even width and height")
+    codec = encoder("libx264", "h264", "mpeg4")
+    frames_each = max(1, round(seconds_per_caption * fps))
+    stored: tuple[int, int] = (height, width) if rotation % 180 == 90 else (width, height)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height = stored
+        stream.pix_fmt = "yuv420p"
+        stream.options = dict(_FAST_ENCODING.get(codec, {}))
+        if rotation:
+            stream.set_display_rotation(rotation)
+        index = 0
+        for caption in captions:
+            shown = text_picture(
+                caption, width, height, size=size, position=(width // 10, height // 3)
+            )
+            if corner_mark:
+                ImageDraw.Draw(shown).rectangle((0, 0, width // 8, height // 8), fill="red")
+            picture = shown.rotate(-rotation, expand=True).convert("RGBA")
+            for _ in range(frames_each):
+                frame = av.VideoFrame.from_bytes(picture.tobytes(), *stored, format="rgba")
+                frame.pts = index
+                frame.time_base = Fraction(1, fps)
+                container.mux(stream.encode(frame))
+                index += 1
+        container.mux(stream.encode(None))
+    return buf.getvalue()
 
 
 # --- video and audio ----------------------------------------------------------------------------
