@@ -19,7 +19,7 @@ import asyncpg
 
 from mediad import __version__, config, daemon, db, errors, migrate, queries, stages
 from mediad import log as logsetup
-from mediad.commands import importer, status
+from mediad.commands import duplicates, importer, status
 from mediad.storage.local import Store
 
 # The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     analyzing.add_argument("--all", action="store_true", help="every row")
     analyzing.add_argument("--json", action="store_true")
+
+    near = commands.add_parser(
+        "duplicates", help="groups of media that are one picture re-encoded or resized"
+    )
+    near.add_argument("--post-id", help="only this post's media")
+    near.add_argument("--json", action="store_true")
 
     verify = commands.add_parser(
         "verify", help="re-hash local files, check archived objects; exit 1 if damage remains"
@@ -336,6 +342,25 @@ async def _analyze(cfg: config.Config, args: argparse.Namespace) -> int:
     return await _with_pool(cfg, work)
 
 
+async def _duplicates(cfg: config.Config, args: argparse.Namespace) -> int:
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        found = await duplicates.groups(
+            pool, post_id=args.post_id, max_distance=cfg.analysis.near_duplicate_distance
+        )
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return EXIT_OK
+        for number, group in enumerate(found, 1):
+            print(f"group {number}: {len(group)} files")
+            for file in group:
+                print(f"  {file['sha256'][:16]}  {' '.join(file['media_ids'])}")
+        if not found:
+            print("no near-duplicates", file=sys.stderr)
+        return EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
 async def _retry(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
         statuses = ["failed"]
@@ -524,6 +549,7 @@ _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any
     "show": _show,
     "retry": _retry,
     "analyze": _analyze,
+    "duplicates": _duplicates,
     "verify": _verify,
     "url": _url,
     "evict": _evict,

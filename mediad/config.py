@@ -468,8 +468,6 @@ def _check(config: Config) -> None:
             analysis.prompt_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise errors.ConfigError(f"analysis.prompt_file: {exc}") from None
-    if analysis.enabled and analysis.backend == "local":
-        raise errors.ConfigError('analysis.backend: "local" is not in this build yet; use "openai"')
     if analysis.enabled and analysis.backend == "openai":
         if not analysis.endpoint_url:
             raise errors.ConfigError('analysis.endpoint_url: required with backend = "openai"')

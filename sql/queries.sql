@@ -581,3 +581,18 @@ SELECT count(*) FILTER (WHERE analysis_tokens > 0) AS analysed,
     coalesce(sum(analysis_cost_usd), 0)::double precision AS cost_usd
 FROM post_media
 WHERE post_id = $1;
+
+-- analysis_hashes --
+-- Each distinct analysed file (by SHA-256) with its perceptual hashes and the rows holding it,
+-- of one post ($1) or all. Only mediad's own documents are read (an adopted table's free-text
+-- analyses are left alone).
+SELECT sha256_sum,
+    array_agg(media_id ORDER BY media_id) AS media_ids,
+    array_agg(DISTINCT post_id) FILTER (WHERE post_id IS NOT NULL) AS post_ids,
+    (min(ai_analysis)::jsonb) -> 'hashes' AS hashes
+FROM post_media
+WHERE ai_analysis_status = 'completed'
+  AND ai_analysis LIKE '{"schema": "mediad.analysis/1"%'
+  AND ($1::text IS NULL OR post_id = $1)
+GROUP BY sha256_sum
+HAVING (min(ai_analysis)::jsonb) ? 'hashes';

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mediad.analysis import colors, frames, hashes, ocr
-from mediad.media import images
+from mediad.analysis import colors, hashes, ocr
+from mediad.media import frames, images
 
 SCHEMA = "mediad.analysis/1"
 BACKEND = "local"
@@ -240,3 +240,8 @@ def _document(*, description: str, fields: dict[str, Any], max_px: int) -> dict[
         "language": language["code"] if language else None,
         **fields,
     }
+
+
+def analyze_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """analyze_file as a decoder task: {"path", "mime_type", "max_px"} in, the document out."""
+    return analyze_file(payload["path"], payload["mime_type"], max_px=int(payload["max_px"]))

@@ -55,6 +55,7 @@ Task = Callable[[dict[str, Any]], dict[str, Any]]
 TASKS: Mapping[str, str] = {
     "probe": "mediad.media.probe:probe_task",
     "jpegs": "mediad.media.pictures:jpegs_task",
+    "analyze_local": "mediad.analysis.local:analyze_task",
     "image_header": "mediad.media.decoders:image_header",
     "image_decode": "mediad.media.decoders:image_decode",
 }

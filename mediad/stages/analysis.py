@@ -105,6 +105,37 @@ class OpenAIPictures:
         """The session is the daemon's to close."""
 
 
+class LocalAnalysis:
+    """The local backend: OCR, perceptual hashes, colours and the blank flag, offline, in a
+    decoder worker (its libraries are imported there, never in the daemon)."""
+
+    name = "local"
+
+    def __init__(self, config: AnalysisConfig, decoder_pool: DecoderPool) -> None:
+        from mediad.analysis import local
+
+        self._max_px = config.max_image_px
+        self._decoders = decoder_pool
+        # The model's name without loading it here: the OCR runtime stays in the workers.
+        self.model = local.model_name()
+        self.prompt_sha256: str | None = local.settings_sha256(max_px=self._max_px)
+
+    async def describe(self, path: Path, mime_type: str) -> Analysed:
+        payload = {"path": str(path), "mime_type": mime_type, "max_px": self._max_px}
+        doc = await self._decoders.run("analyze_local", payload, cost_bytes=_OCR_BYTES)
+        fields = {k: v for k, v in doc.items() if k not in _DOCUMENT_HEAD}
+        return Analysed(fields, str(doc.get("model") or self.model))
+
+    async def close(self) -> None:
+        """Nothing of its own to close."""
+
+
+# What OCR holds while it runs (onnxruntime's buffers): two fit in the default decode budget.
+_OCR_BYTES = 200 * 1024 * 1024
+# The keys document.document() writes itself.
+_DOCUMENT_HEAD = frozenset({"schema", "backend", "model", "prompt_sha256"})
+
+
 def _is_file(path: str | None) -> bool:
     return path is not None and os.path.isfile(path)
 
@@ -285,7 +316,7 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
         )
         backend = OpenAIPictures(config.analysis, await resources.decoders(), session)
     else:
-        raise errors.ConfigError('analysis.backend: "local" is not built yet')
+        backend = LocalAnalysis(config.analysis, await resources.decoders())
     archive = resources.s3 if config.archive.bucket else None
     analyser = Analyser(config.analysis, backend, resources.pool, resources.store, archive)
     try:

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from mediad import errors
-from mediad.analysis import frames, hashes, local, ocr
+from mediad.analysis import hashes, local, ocr
+from mediad.media import frames
 from tests import media
 
 Write = Callable[[bytes, str], Path]
