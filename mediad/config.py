@@ -285,6 +285,9 @@ class AnalysisConfig:
     # it lasts, up to outage_pause_max. No row fails for it.
     outage_pause: float = _key("30s", parse_duration)
     outage_pause_max: float = _key("30m", parse_duration)
+    # backend = "local": the address-space limit of each of its own decoder workers (one per
+    # row analysed at once): OCR's models and buffers need more than media.worker_memory.
+    worker_memory: int = _key("2GiB", parse_size)
     # `mediad duplicates`: the largest Hamming distance of perceptual hashes called near.
     near_duplicate_distance: int = _key(10, _parse_int)
 

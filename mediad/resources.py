@@ -18,7 +18,7 @@ import asyncpg
 import structlog
 
 from mediad import db, errors
-from mediad.config import Config
+from mediad.config import Config, MediaConfig
 from mediad.media.decoders import DecoderPool
 from mediad.net import ssrf
 from mediad.storage.local import Store
@@ -105,12 +105,12 @@ class Resources:
 
         return await self._once("s3", lambda: self._enter(s3.open_client(self.config.archive)))
 
-    async def decoders(self) -> DecoderPool:
-        """The worker processes every decode runs in (media.*): hostile bytes never reach a
-        decoder inside the daemon."""
-        return await self._once(
-            "decoders", lambda: self._enter(DecoderPool.open(self.config.media))
-        )
+    async def decoders(self, name: str = "media", config: MediaConfig | None = None) -> DecoderPool:
+        """The worker processes decodes run in: hostile bytes never reach a decoder inside the
+        daemon. `media` (media.*) serves every stage by default; a stage whose decoder needs
+        other limits (the local analyser's OCR models) asks for a pool of its own by name."""
+        settings = config or self.config.media
+        return await self._once(f"decoders:{name}", lambda: self._enter(DecoderPool.open(settings)))
 
     async def session(self, **options: Any) -> aiohttp.ClientSession:
         """A session of its own for a service the operator configured (an analysis API): not

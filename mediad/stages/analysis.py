@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -122,7 +123,7 @@ class LocalAnalysis:
 
     async def describe(self, path: Path, mime_type: str) -> Analysed:
         payload = {"path": str(path), "mime_type": mime_type, "max_px": self._max_px}
-        doc = await self._decoders.run("analyze_local", payload, cost_bytes=_OCR_BYTES)
+        doc = await self._decoders.run("analyze_local", payload)
         fields = {k: v for k, v in doc.items() if k not in _DOCUMENT_HEAD}
         return Analysed(fields, str(doc.get("model") or self.model))
 
@@ -130,8 +131,6 @@ class LocalAnalysis:
         """Nothing of its own to close."""
 
 
-# What OCR holds while it runs (onnxruntime's buffers): two fit in the default decode budget.
-_OCR_BYTES = 200 * 1024 * 1024
 # The keys document.document() writes itself.
 _DOCUMENT_HEAD = frozenset({"schema", "backend", "model", "prompt_sha256"})
 
@@ -316,7 +315,14 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
         )
         backend = OpenAIPictures(config.analysis, await resources.decoders(), session)
     else:
-        backend = LocalAnalysis(config.analysis, await resources.decoders())
+        # OCR's models take ~450 MB of each worker's address space and more while they run:
+        # workers of their own, with analysis.worker_memory, one per row analysed at once.
+        ocr_workers = dataclasses.replace(
+            config.media,
+            workers=config.analysis.concurrency,
+            worker_memory=config.analysis.worker_memory,
+        )
+        backend = LocalAnalysis(config.analysis, await resources.decoders("analysis", ocr_workers))
     archive = resources.s3 if config.archive.bucket else None
     analyser = Analyser(config.analysis, backend, resources.pool, resources.store, archive)
     try:
