@@ -134,8 +134,8 @@ async def local_table(pg: postgres.Server, count: int, verdict: targets.Verdict)
         f"analysis, local backend: {count} photo-like pictures with text, {workers} processes",
         ["side", "pictures/s", "CPU s/picture", "peak memory MB"],
         [
-            ["bare script (rapidocr + hashes)", f"{bare_rate:.2f}", f"{bare.cpu_seconds / count:.2f}",
-             f"{bare.peak_rss / 1e6:.0f} (largest worker)"],
+            ["bare script (rapidocr + hashes)", f"{bare_rate:.2f}",
+             f"{bare.cpu_seconds / count:.2f}", f"{bare.peak_rss / 1e6:.0f} (largest worker)"],
             ["mediad stage (run --once)", f"{stage_rate:.2f}",
              f"{(run.cpu_seconds - baseline.cpu_seconds) / count:.2f}",
              f"{run.tree_peak_rss / 1e6:.0f} RSS, {run.tree_peak_pss / 1e6:.0f} PSS (all)"],
