@@ -23,16 +23,21 @@ class PerMinute:
         self._available = min(self._rate, self._available + (now - self._stamp) * self._rate / 60)
         self._stamp = now
 
+    def wait_for(self, amount: float) -> float:
+        """Seconds until `amount` may be spent (0: now)."""
+        if self._rate <= 0:
+            return 0.0
+        self._refill()
+        need = min(amount, self._rate)
+        return max(need - self._available, 0.0) * 60 / self._rate
+
     async def take(self, amount: float) -> None:
         """Wait until `amount` may be spent, then spend it."""
         if self._rate <= 0:
             return
         async with self._lock:  # first come, first served
-            self._refill()
-            need = min(amount, self._rate)
-            while self._available < need:
-                await asyncio.sleep((need - self._available) * 60 / self._rate)
-                self._refill()
+            while (wait := self.wait_for(amount)) > 0:  # noqa: ASYNC110 - time is the event
+                await asyncio.sleep(wait)
             self._available -= amount
 
     def adjust(self, amount: float) -> None:

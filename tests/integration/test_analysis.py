@@ -396,3 +396,18 @@ async def test_an_evicted_file_is_analysed_from_its_archived_object(
     assert (await row(pool, good))["ai_analysis_status"] == "completed"
     r = await row(pool, bad)
     assert (r["ai_analysis_status"], r["error_code"]) == ("failed", "archive_corrupt")
+
+
+async def test_a_video_whose_frames_do_not_decode_fails_its_row(
+    db_url: str, pool: asyncpg.Pool[Any], server: VisionServer, tmp_path: Path
+) -> None:
+    """A stored video whose frames no longer decode fails corrupt_media, with no request."""
+    cfg = config(server, tmp_path)
+    made = await downloaded_rows(
+        pool, store_of(cfg), [(media.mp4()[:3000], "videos", "mp4")], analysis="not_started"
+    )
+    await pool.execute("UPDATE post_media SET mime_type = 'video/mp4'")
+    await analyse(cfg, db_url)
+    r = await row(pool, made[0].media_id)
+    assert (r["ai_analysis_status"], r["error_code"]) == ("failed", "corrupt_media")
+    assert server.seen == []
