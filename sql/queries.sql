@@ -580,3 +580,17 @@ SELECT count(*) FILTER (WHERE analysis_tokens > 0) AS analysed,
     coalesce(sum(analysis_cost_usd), 0)::double precision AS cost_usd
 FROM post_media
 WHERE post_id = $1;
+
+-- derive_reuse --
+-- The derivatives another row already made of these bytes ($1) with this plan ($3), in the
+-- store of this node ($4): the same bytes are derived once.
+SELECT media_id, derivatives, metadata -> 'derive' AS derive
+FROM post_media
+WHERE sha256_sum = $1
+  AND media_id <> $2
+  AND derive_status = 'completed'
+  AND derivatives IS NOT NULL
+  AND metadata #> '{derive,plan}' = $3::jsonb
+  AND ($4::text IS NULL OR storage_node IS NULL OR storage_node = $4)
+ORDER BY derived_at DESC NULLS LAST
+LIMIT 1;
