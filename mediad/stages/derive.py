@@ -125,12 +125,7 @@ class Deriver:
 
     async def process(self, row: Row) -> Result:
         started = time.monotonic()
-        kind = kind_of(row.mime_type)
-        if kind is None:
-            raise errors.SkipRowError(f"{row.mime_type or row.media_type} has no derivatives")
-        sha256 = (row.sha256_sum or "").lower()
-        if not _SHA256.fullmatch(sha256):
-            raise errors.PermanentError("the row has no valid SHA-256", error_code="bad_digests")
+        kind, sha256 = _checked(row)
         reused = await self._reuse(row, sha256)
         if reused is not None:
             return reused
@@ -153,6 +148,12 @@ class Deriver:
         finally:
             del self._in_flight[sha256]
         return self._result(row, made, started)
+
+    async def rederive(self, row: Row) -> Result:
+        """Derive the row's bytes again, whatever another row recorded (`verify --repair`)."""
+        started = time.monotonic()
+        kind, sha256 = _checked(row)
+        return self._result(row, await self._derive(row, kind, sha256), started)
 
     # --- one source -----------------------------------------------------------------------
 
@@ -359,6 +360,17 @@ class Deriver:
 
     def _in_thread(self, func: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         return asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+
+def _checked(row: Row) -> tuple[str, str]:
+    """The row's kind (image, video) and SHA-256; SkipRowError for what is not derived."""
+    kind = kind_of(row.mime_type)
+    if kind is None:
+        raise errors.SkipRowError(f"{row.mime_type or row.media_type} has no derivatives")
+    sha256 = (row.sha256_sum or "").lower()
+    if not _SHA256.fullmatch(sha256):
+        raise errors.PermanentError("the row has no valid SHA-256", error_code="bad_digests")
+    return kind, sha256
 
 
 def _url(derived: dict[str, Any], kind: str) -> str | None:

@@ -5,91 +5,31 @@ same bytes derived once."""
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import os
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 from PIL import ExifTags, Image, ImageChops, ImageCms, ImageOps, ImageStat
 
-from mediad import config, daemon
+from mediad.commands import derive as derive_commands
+from mediad.commands import verify
+from mediad.media.decoders import DecoderPool
 from mediad.stages import derive
 from mediad.storage.local import Store
 from tests import media
-from tests.archive_support import downloaded_rows, events
-from tests.support import make_config, row
-
-# mime type: (store folder, extension, media_type)
-TYPES = {
-    "image/jpeg": ("images", "jpg", "image"),
-    "image/png": ("images", "png", "image"),
-    "image/gif": ("images", "gif", "gif"),
-    "image/webp": ("images", "webp", "image"),
-    "video/mp4": ("videos", "mp4", "video"),
-    "audio/mpeg": ("audio", "mp3", "audio"),
-    "application/pdf": ("documents", "pdf", "document"),
-}
-
-
-def derive_config(root: Path, **overrides: str) -> config.Config:
-    settings = {
-        "storage_root": str(root),
-        "storage_public_base_url": "https://media.example.org",
-        "media_workers": "1",
-        "daemon_backoff_base": "100ms",
-        "daemon_backoff_max": "200ms",
-        "daemon_poll_interval": "200ms",
-    }
-    return make_config(**(settings | overrides))
-
-
-async def derived_rows(
-    pool: asyncpg.Pool[Any], store: Store, files: Sequence[tuple[bytes, str]]
-) -> list[str]:
-    """Rows whose download completed, one per (bytes, mime type), waiting for derive."""
-    made = await downloaded_rows(
-        pool, store, [(data, *TYPES[mime][:2]) for data, mime in files], derive="not_started"
-    )
-    for done, (data, mime) in zip(made, files, strict=True):
-        width = height = None
-        if mime.startswith("image/"):
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-        await pool.execute(
-            "UPDATE post_media SET mime_type = $2, media_type = $3, width = $4, height = $5"
-            " WHERE media_id = $1",
-            done.media_id,
-            mime,
-            TYPES[mime][2],
-            width,
-            height,
-        )
-    return [d.media_id for d in made]
-
-
-async def run_derive(cfg: config.Config, url: str) -> None:
-    """`mediad run --once` in-process with only the derive stage."""
-    await daemon.run(cfg, once=True, url=url, openers={"derive": derive.open_stage})
-
-
-def read(path: str) -> bytes:
-    return Path(path).read_bytes()
-
-
-def derived_files(root: Path, kind: str, sha256: str = "") -> list[Path]:
-    """The files of `kind` derived from the bytes `sha256` (any, by default) under `root`."""
-    return sorted(p for p in (root / "derived" / kind).rglob(f"{sha256}*") if p.is_file())
-
-
-def close_to(colour: object, expected: tuple[int, int, int], tolerance: int) -> bool:
-    assert isinstance(colour, tuple)
-    return max(abs(int(a) - b) for a, b in zip(colour, expected, strict=True)) < tolerance
-
-
-def opened(entry: dict[str, Any]) -> Image.Image:
-    with Image.open(entry["path"]) as img:
-        img.load()
-        return img
+from tests.archive_support import events
+from tests.derive_support import (
+    close_to,
+    derive_config,
+    derived_files,
+    derived_rows,
+    flip_a_byte,
+    opened,
+    read,
+    run_derive,
+)
+from tests.support import row
 
 
 def quadrants(width: int = 80, height: int = 60) -> Image.Image:
@@ -422,3 +362,84 @@ async def test_bad_input_gets_correct_derivatives_or_a_clear_error_code(
     assert rows["p3"]["metadata"]["derive"]["source"]["colour"] == "converted"
     assert thumb("one_pixel").size == (1, 1)
     assert thumb("orientation_9").size == (80, 60)
+
+
+async def test_a_size_change_and_mediad_derive_replace_the_old_files(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """After a change of sizes, `mediad derive --all` re-queues the rows; the thumbnail at the
+    same path is the new size, and a kind no longer made (optimized switched off) is removed."""
+    root = tmp_path / "media"
+    photo = smooth_photo(400, 300, quality=98)
+    [media_id] = await derived_rows(
+        pool, Store.from_config(derive_config(root).storage), [(photo, "image/jpeg")]
+    )
+    await run_derive(derive_config(root, derive_thumbnail_px="64"), db_url)
+    before = await row(pool, media_id)
+    assert opened(before["derivatives"]["thumbnail"]).size == (64, 48)
+    assert derived_files(root, "optimized", before["sha256_sum"])
+
+    assert await derive_commands.requeue(pool, everything=True) == [media_id]
+    smaller = derive_config(root, derive_thumbnail_px="32", derive_optimized="false")
+    await run_derive(smaller, db_url)
+    after = await row(pool, media_id)
+    assert after["derive_status"] == "completed"
+    thumbnail = after["derivatives"]["thumbnail"]
+    assert thumbnail["path"] == before["derivatives"]["thumbnail"]["path"]
+    assert opened(thumbnail).size == (32, 24) == (thumbnail["width"], thumbnail["height"])
+    assert thumbnail["sha256"] != before["derivatives"]["thumbnail"]["sha256"]
+    assert "optimized" not in after["derivatives"]
+    assert derived_files(root, "optimized", after["sha256_sum"]) == []
+    assert [e["details"]["stage"] for e in events(after, "requeued")] == ["derive"]
+
+
+async def test_mediad_derive_takes_every_row_of_the_same_bytes(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """Naming one row re-queues the rows that share its bytes too (they share its files)."""
+    cfg = derive_config(tmp_path / "media")
+    data = media.jpeg(seed=31)
+    files = [(data, "image/jpeg"), (data, "image/jpeg"), (media.png(), "image/png")]
+    ids = await derived_rows(pool, Store.from_config(cfg.storage), files)
+    await run_derive(cfg, db_url)
+    assert sorted(await derive_commands.requeue(pool, media_ids=[ids[0]])) == sorted(ids[:2])
+    assert (await row(pool, ids[2]))["derive_status"] == "completed"
+
+
+async def test_verify_finds_damaged_derivatives_and_repair_makes_them_again(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """verify re-hashes every derivative: a flipped byte and a deleted file are damage; with
+    repair they are made again, every row sharing the bytes records the new files, and a
+    second check is clean."""
+    cfg = derive_config(tmp_path / "media")
+    store = Store.from_config(cfg.storage)
+    data = phone_photo(seed=3)
+    ids = await derived_rows(pool, store, [(data, "image/jpeg")] * 2)
+    await run_derive(cfg, db_url)
+    derivatives = (await row(pool, ids[0]))["derivatives"]
+    thumbnail, preview = derivatives["thumbnail"]["path"], derivatives["preview"]["path"]
+    flip_a_byte(thumbnail)
+    os.unlink(preview)
+
+    report = verify.Report()
+    await derive_commands.check(pool, store, report)
+    assert report.derivatives_checked == 4  # thumbnail, preview, optimized, public: shared
+    assert {(d.kind, d.where) for d in report.remaining} == {
+        ("derivative_corrupt", thumbnail), ("derivative_missing", preview),
+    }  # fmt: skip
+
+    async with DecoderPool.open(cfg.media) as decoders:
+        deriver = derive.Deriver(cfg.derive, store, decoders, pool, storage_node=store.node)
+        report = verify.Report()
+        await derive_commands.check(pool, store, report, rederive=deriver.rederive)
+    assert report.damage and report.remaining == []
+    for media_id in ids:
+        r = await row(pool, media_id)
+        assert [e["event"] for e in r["ai_analysis_log"]][-1] == "derivatives_repaired"
+        for entry in r["derivatives"].values():
+            if not entry.get("original"):
+                assert store.verify(Path(entry["path"]), entry["sha256"])
+    report = verify.Report()
+    await derive_commands.check(pool, store, report)
+    assert report.damage == []
