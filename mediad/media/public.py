@@ -14,11 +14,14 @@ worker, as part of the derive task.
 
 from __future__ import annotations
 
+import io
 import re
+import shutil
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from mediad import errors
 
@@ -42,6 +45,7 @@ _XMP_GPS = re.compile(
 )
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VP8X_EXIF_FLAG = 0x08
+_COPY_BLOCK = 1024 * 1024
 
 
 class UnreadableExifError(errors.MediadError):
@@ -60,21 +64,28 @@ class Stripped:
 
 def public_copy(source: Path, mime_type: str, target: Path) -> Stripped:
     """Write `source` less its GPS, serials and maker notes to `target` (an existing file, which
-    is truncated); an empty Stripped (and `target` left empty) when there was nothing to strip."""
-    data = source.read_bytes()
-    if mime_type == "image/jpeg":
-        copy, stripped = strip_jpeg(data)
-    elif mime_type in ("image/png", "image/apng"):
-        copy, stripped = strip_png(data)
-    elif mime_type == "image/webp":
-        copy, stripped = strip_webp(data)
-    else:
+    is truncated); an empty Stripped (and `target` left empty) when there was nothing to strip.
+    Streams: only a JPEG's metadata segments are held in memory, never the picture."""
+    if mime_type not in ("image/jpeg", "image/png", "image/apng", "image/webp"):
         raise errors.UnsupportedMediaError(f"no public copy is made of {mime_type}")
-    if stripped:
+    with open(source, "rb") as src:
+        if mime_type == "image/jpeg":
+            head, marker = _jpeg_head(src)
+            copy, stripped = _strip_jpeg_head(head)
+            if stripped:
+                with open(target, "r+b") as out:
+                    out.truncate()
+                    out.write(copy)
+                    out.write(marker)
+                    shutil.copyfileobj(src, out, _COPY_BLOCK)
+            return stripped
+        strip = _strip_png if mime_type in ("image/png", "image/apng") else _strip_webp
+        if not strip(src, None):
+            return Stripped()
+        src.seek(0)
         with open(target, "r+b") as out:
             out.truncate()
-            out.write(copy)
-    return stripped
+            return strip(src, out)
 
 
 # --- JPEG -------------------------------------------------------------------------------------
@@ -83,14 +94,52 @@ def public_copy(source: Path, mime_type: str, target: Path) -> Stripped:
 def strip_jpeg(data: bytes) -> tuple[bytes, Stripped]:
     """The JPEG less what is stripped, with the same length and every other byte as it was
     (an unreadable EXIF block is dropped whole: a segment fewer)."""
-    if data[:2] != b"\xff\xd8":
+    stream = io.BytesIO(data)
+    head, marker = _jpeg_head(stream)
+    copy, stripped = _strip_jpeg_head(head)
+    return copy + marker + stream.read(), stripped
+
+
+def _jpeg_head(src: BinaryIO) -> tuple[bytes, bytes]:
+    """The bytes from the start-of-image marker up to the first scan (its metadata segments,
+    tables and frame header), and the marker read that ends them (SOS, or EOI)."""
+    head = bytearray(src.read(2))
+    if head != b"\xff\xd8":
         raise errors.CorruptMediaError("not a JPEG: no start-of-image marker")
-    out = bytearray(data)
+    while True:
+        byte = src.read(1)
+        if byte != b"\xff":
+            where = f"stray bytes at byte {len(head)}" if byte else "no picture data"
+            raise errors.CorruptMediaError(f"the JPEG has {where}")
+        marker = src.read(1)
+        while marker == b"\xff":  # fill bytes, kept as they are
+            head += b"\xff"
+            marker = src.read(1)
+        if not marker:
+            raise errors.CorruptMediaError("the JPEG ends before its picture data")
+        code = marker[0]
+        if code in (0xDA, 0xD9):  # SOS: the picture data starts; EOI
+            return bytes(head), b"\xff" + marker
+        if 0xD0 <= code <= 0xD7 or code == 0x01:
+            head += b"\xff" + marker
+            continue
+        length = src.read(2)
+        size = int.from_bytes(length, "big")
+        body = src.read(max(size - 2, 0))
+        if len(length) < 2 or size < 2 or len(body) < size - 2:
+            raise errors.CorruptMediaError(
+                f"the JPEG's segment at byte {len(head)} runs past its end"
+            )
+        head += b"\xff" + marker + length + body
+
+
+def _strip_jpeg_head(head: bytes) -> tuple[bytes, Stripped]:
+    out = bytearray(head)
     stripped = Stripped()
     dropped: list[tuple[int, int]] = []
-    for marker, start, end in _header_segments(data):
+    for marker, start, end in _header_segments(head):
         body = start + 4  # after the marker and the length
-        if marker == 0xE1 and data[body : body + 6] == _EXIF_HEADER:
+        if marker == 0xE1 and head[body : body + 6] == _EXIF_HEADER:
             try:
                 removed = _strip_tiff(out, body + 6, end)
             except UnreadableExifError as exc:
@@ -101,7 +150,7 @@ def strip_jpeg(data: bytes) -> tuple[bytes, Stripped]:
                 stripped.removed.extend(removed)
         elif (
             marker == 0xE1
-            and data[body : body + len(_XMP_HEADER)] == _XMP_HEADER
+            and head[body : body + len(_XMP_HEADER)] == _XMP_HEADER
             and _blank_xmp_gps(out, body + len(_XMP_HEADER), end)
         ):
             stripped.removed.append("xmp_gps")
@@ -110,31 +159,17 @@ def strip_jpeg(data: bytes) -> tuple[bytes, Stripped]:
     return bytes(out), stripped
 
 
-def _header_segments(data: bytes) -> Iterable[tuple[int, int, int]]:
-    """(marker, start, end) of each segment before the first scan; the scans after it and the
-    picture data are never looked at."""
-    position, size = 2, len(data)
-    while position + 4 <= size:
-        if data[position] != 0xFF:
-            raise errors.CorruptMediaError(f"the JPEG has stray bytes at byte {position}")
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
+def _header_segments(head: bytes) -> Iterable[tuple[int, int, int]]:
+    """(marker, start, end) of each segment with a length in `head` (read by _jpeg_head)."""
+    position, size = 2, len(head)
+    while position + 2 <= size:
+        marker = head[position + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            position += 1 if marker == 0xFF else 2
             continue
-        if marker == 0xDA or marker == 0xD9:  # SOS: the picture data starts; EOI
-            return
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            position += 2
-            continue
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        end = position + 2 + length
-        if length < 2 or end > size:
-            raise errors.CorruptMediaError(
-                f"the JPEG's segment at byte {position} runs past its end"
-            )
+        end = position + 2 + int.from_bytes(head[position + 2 : position + 4], "big")
         yield marker, position, end
         position = end
-    raise errors.CorruptMediaError("the JPEG ends before its picture data")
 
 
 def _blank_xmp_gps(out: bytearray, start: int, end: int) -> bool:
@@ -263,49 +298,87 @@ def _strip_tiff(out: bytearray, base: int, end: int) -> list[str]:
 
 def strip_png(data: bytes) -> tuple[bytes, Stripped]:
     """The PNG without its eXIf chunk, every other chunk as it was."""
-    if not data.startswith(_PNG_SIGNATURE):
-        raise errors.CorruptMediaError("not a PNG: no signature")
-    out = bytearray(_PNG_SIGNATURE)
-    stripped = Stripped()
-    position = len(_PNG_SIGNATURE)
-    while position < len(data):
-        if position + 12 > len(data):
-            raise errors.CorruptMediaError(f"the PNG's chunk at byte {position} is cut short")
-        length = int.from_bytes(data[position : position + 4], "big")
-        kind = data[position + 4 : position + 8]
-        end = position + 12 + length
-        if end > len(data):
-            raise errors.CorruptMediaError(f"the PNG's {kind!r} chunk runs past its end")
-        if kind == b"eXIf":
-            stripped.removed.append("exif")
-        else:
-            out += data[position:end]
-        position = end
-        if kind == b"IEND":
-            out += data[position:]  # whatever trails the image is not ours to judge
-            break
-    return bytes(out), stripped
+    out = io.BytesIO()
+    stripped = _strip_png(io.BytesIO(data), out)
+    return out.getvalue(), stripped
 
 
 def strip_webp(data: bytes) -> tuple[bytes, Stripped]:
     """The WebP without its EXIF chunk (and VP8X's flag for it), every other chunk as it was."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
-        raise errors.CorruptMediaError("not a WebP: no RIFF/WEBP header")
-    out = bytearray(data[:12])
+    out = io.BytesIO()
+    stripped = _strip_webp(io.BytesIO(data), out)
+    return out.getvalue(), stripped
+
+
+def _copy(src: BinaryIO, out: BinaryIO, length: int) -> None:
+    while length > 0:
+        block = src.read(min(length, _COPY_BLOCK))
+        if not block:
+            raise errors.CorruptMediaError("the file ends inside a chunk")
+        out.write(block)
+        length -= len(block)
+
+
+def _strip_png(src: BinaryIO, out: BinaryIO | None) -> Stripped:
+    """Copy the PNG at `src` to `out` less its eXIf chunk; with `out` None, only say whether
+    there is one (chunk headers read, the rest skipped)."""
+    if src.read(8) != _PNG_SIGNATURE:
+        raise errors.CorruptMediaError("not a PNG: no signature")
+    if out is not None:
+        out.write(_PNG_SIGNATURE)
     stripped = Stripped()
-    position = 12
-    while position + 8 <= len(data):
-        kind = data[position : position + 4]
-        length = int.from_bytes(data[position + 4 : position + 8], "little")
-        end = position + 8 + length + (length & 1)  # chunks are padded to an even length
-        if end > len(data) + (length & 1):
-            raise errors.CorruptMediaError(f"the WebP's {kind!r} chunk runs past its end")
-        if kind == b"EXIF":
+    while header := src.read(8):
+        if len(header) < 8:
+            raise errors.CorruptMediaError("the PNG ends inside a chunk header")
+        length, kind = int.from_bytes(header[:4], "big"), header[4:]
+        if kind == b"eXIf":
             stripped.removed.append("exif")
+            src.seek(length + 4, io.SEEK_CUR)
+        elif out is None:
+            src.seek(length + 4, io.SEEK_CUR)
         else:
-            out += data[position:end]
-        position = end
-    if stripped and out[12:16] == b"VP8X":
-        out[20] &= ~_VP8X_EXIF_FLAG & 0xFF
-    out[4:8] = (len(out) - 8).to_bytes(4, "little")
-    return bytes(out), stripped
+            out.write(header)
+            _copy(src, out, length + 4)
+        if kind == b"IEND":
+            if out is not None:
+                shutil.copyfileobj(src, out, _COPY_BLOCK)  # what trails is not ours to judge
+            break
+    return stripped
+
+
+def _strip_webp(src: BinaryIO, out: BinaryIO | None) -> Stripped:
+    """Copy the WebP at `src` to `out` less its EXIF chunk (and VP8X's flag for it); with `out`
+    None, only say whether there is one."""
+    riff = src.read(12)
+    if riff[:4] != b"RIFF" or riff[8:12] != b"WEBP":
+        raise errors.CorruptMediaError("not a WebP: no RIFF/WEBP header")
+    if out is not None:
+        out.write(riff)
+    stripped = Stripped()
+    written = 4  # "WEBP"
+    first = True
+    while header := src.read(8):
+        if len(header) < 8:
+            raise errors.CorruptMediaError("the WebP ends inside a chunk header")
+        kind, length = header[:4], int.from_bytes(header[4:], "little")
+        padded = length + (length & 1)  # chunks are padded to an even length
+        if kind == b"EXIF" or out is None:
+            if kind == b"EXIF":
+                stripped.removed.append("exif")
+            src.seek(padded, io.SEEK_CUR)
+        elif first and kind == b"VP8X":
+            body = bytearray(src.read(padded))
+            body[0] &= ~_VP8X_EXIF_FLAG & 0xFF  # the file announces no EXIF any more
+            out.write(header)
+            out.write(body)
+            written += 8 + len(body)
+        else:
+            out.write(header)
+            _copy(src, out, padded)
+            written += 8 + padded
+        first = False
+    if out is not None:
+        out.seek(4)
+        out.write(written.to_bytes(4, "little"))
+        out.seek(0, io.SEEK_END)
+    return stripped
