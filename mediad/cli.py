@@ -19,7 +19,9 @@ import asyncpg
 
 from mediad import __version__, config, daemon, db, errors, migrate, queries, stages
 from mediad import log as logsetup
+from mediad.commands import derive as derive_commands
 from mediad.commands import duplicates, importer, status
+from mediad.stage import Result, Row
 from mediad.storage.local import Store
 
 # The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
@@ -120,6 +122,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     url.add_argument("media_id")
     url.add_argument("--json", action="store_true", help="also say which kind and why")
+    url.add_argument(
+        "--kind",
+        choices=["thumbnail", "preview", "optimized", "public"],
+        help="the URL of this derivative instead of the original's",
+    )
+
+    deriving = commands.add_parser(
+        "derive", help="re-queue derivatives (after a change of sizes), with rows of the same bytes"
+    )
+    deriving.add_argument("--media-id", action="append", default=[], dest="media_ids")
+    deriving.add_argument("--post-id")
+    deriving.add_argument("--all", action="store_true", help="every row")
+
+    restoring = commands.add_parser(
+        "restore", help="bring evicted files back from the archive, each proven by its SHA-256"
+    )
+    restoring.add_argument("--media-id", action="append", default=[], dest="media_ids")
+    restoring.add_argument("--post-id")
+    restoring.add_argument("--all", action="store_true", help="every evicted row of this host")
+    restoring.add_argument("--json", action="store_true")
 
     eviction = commands.add_parser(
         "evict", help="delete local copies of archived files, least recently used first"
@@ -407,6 +429,8 @@ async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
                 pool, store, client, archiver,
                 repair=args.repair, deep=args.deep, progress=_Progress(sys.stderr),
             )  # fmt: skip
+            rederive = _rederive(cfg, store, pool, client, stack) if args.repair else None
+            await derive_commands.check(pool, store, report, rederive=rederive)
         if args.json:
             print(json.dumps({**report.as_json(), "stray_uploads_aborted": len(stray)}, indent=2))
         else:
@@ -416,6 +440,36 @@ async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_FAILURE if report.remaining else EXIT_OK
 
     return await _with_pool(cfg, work)
+
+
+def _rederive(
+    cfg: config.Config,
+    store: Store,
+    pool: asyncpg.Pool[Any],
+    client: s3.S3 | None,
+    stack: contextlib.AsyncExitStack,
+) -> Callable[[Row], Awaitable[Result]]:
+    """verify --repair's way to make a damaged derivative again: the derive stage's own, its
+    decoder workers started on first use."""
+    from mediad.media.decoders import DecoderPool
+    from mediad.stages import derive
+
+    opened: list[derive.Deriver] = []
+
+    async def archive() -> s3.S3 | None:
+        return client
+
+    async def rederive(row: Row) -> Result:
+        if not opened:
+            decoders = await stack.enter_async_context(DecoderPool.open(cfg.media))
+            archived = archive if client is not None else None
+            opened.append(
+                derive.Deriver(cfg.derive, store, decoders, pool, archive=archived,
+                               storage_node=store.node)
+            )  # fmt: skip
+        return await opened[0].rederive(row)
+
+    return rederive
 
 
 class _Progress:
@@ -451,6 +505,7 @@ def _format_verify(report: verify.Report) -> str:
         lines.append(f"rows with files outside this store (not checked): {report.other_store}")
     if report.restored:
         lines.append(f"evicted rows given back their bytes, local again: {report.restored}")
+    lines.append(f"derived files checked: {report.derivatives_checked}")
     problems = report.by_kind()
     if problems:
         lines.append(f"{'problem':<18}{'found':>7}{'repaired':>10}")
@@ -478,18 +533,23 @@ async def _url(cfg: config.Config, args: argparse.Namespace) -> int:
                     client = await stack.enter_async_context(s3.open_client(cfg.archive))
                 return await client.presign_get(key, bucket, seconds)
 
+            signer = presign if _archive_configured(cfg) else None
             try:
-                best = await url.best_url(
-                    pool,
-                    args.media_id,
-                    presign=presign if _archive_configured(cfg) else None,
-                    expiry=cfg.archive.presign_expiry,
-                )
-            except url.UnknownMediaError as exc:
+                if args.kind:
+                    best = await url.derivative_url(
+                        pool, args.media_id, args.kind, presign=signer,
+                        expiry=cfg.archive.presign_expiry,
+                    )  # fmt: skip
+                else:
+                    best = await url.best_url(
+                        pool, args.media_id, presign=signer, expiry=cfg.archive.presign_expiry
+                    )
+            except (url.UnknownMediaError, url.NoDerivativeError) as exc:
                 print(f"mediad: {exc}", file=sys.stderr)
                 return EXIT_FAILURE
         if args.json:
-            print(json.dumps(best.as_json(), indent=2))
+            listed = {"derivatives": await url.derivatives_of(pool, args.media_id)}
+            print(json.dumps(best.as_json() | listed, indent=2))
         else:
             print(best.url)
         return EXIT_OK
@@ -539,6 +599,50 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
     return await _with_pool(cfg, work)
 
 
+async def _derive(cfg: config.Config, args: argparse.Namespace) -> int:
+    if not (args.media_ids or args.post_id or args.all):
+        raise errors.ConfigError("derive: name --media-id, --post-id or --all")
+
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        requeued = await derive_commands.requeue(
+            pool, media_ids=args.media_ids, post_id=args.post_id, everything=args.all
+        )
+        for media_id in requeued:
+            print(media_id)
+        print(f"re-queued {len(requeued)} row(s) for derive", file=sys.stderr)
+        return EXIT_FAILURE if args.media_ids and not requeued else EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
+async def _restore(cfg: config.Config, args: argparse.Namespace) -> int:
+    if not (args.media_ids or args.post_id or args.all):
+        raise errors.ConfigError("restore: name --media-id, --post-id or --all")
+    if not _archive_configured(cfg):
+        raise errors.ConfigError("restore: archive.bucket is empty; nothing to restore from")
+
+    from mediad.commands import restore
+    from mediad.storage import s3
+
+    async def work(pool: asyncpg.Pool[Any]) -> int:
+        async with s3.open_client(cfg.archive) as client:
+            report = await restore.restore(
+                pool, Store.from_config(cfg.storage), client,
+                media_ids=args.media_ids, post_id=args.post_id, everything=args.all,
+            )  # fmt: skip
+        if args.json:
+            print(json.dumps(report.as_json(), indent=2))
+        else:
+            for media_id in report.restored:
+                print(media_id)
+            for media_id, code in report.failed.items():
+                print(f"mediad: {media_id} not restored: {code}", file=sys.stderr)
+            print(f"restored {len(report.restored)} row(s)", file=sys.stderr)
+        return EXIT_FAILURE if report.failed else EXIT_OK
+
+    return await _with_pool(cfg, work)
+
+
 _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "run": _run,
     "migrate": _migrate,
@@ -553,4 +657,6 @@ _COMMANDS: dict[str, Callable[[config.Config, argparse.Namespace], Coroutine[Any
     "verify": _verify,
     "url": _url,
     "evict": _evict,
+    "derive": _derive,
+    "restore": _restore,
 }

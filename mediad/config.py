@@ -186,6 +186,13 @@ def _parse_presign_expiry(value: object) -> float:
     return seconds
 
 
+def _parse_quality(value: object) -> int:
+    number = _parse_int(value)
+    if not 1 <= number <= 100:
+        raise ValueError(f"must be between 1 and 100, got {number}")
+    return number
+
+
 def _key(default: Any, parse: Callable[[object], Any]) -> Any:
     """A config key: its default as written in config.toml, and the parser of its kind."""
     return field(default=parse(default), metadata={"parse": parse})
@@ -299,6 +306,23 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class DeriveConfig:
+    enabled: bool = _key(True, _parse_bool)
+    concurrency: int = _key(2, _parse_positive_int)
+    max_attempts: int = _key(3, _parse_positive_int)
+    # Long side in pixels of the WebP thumbnail and preview (EXIF orientation applied, sRGB,
+    # never upscaled).
+    thumbnail_px: int = _key(320, _parse_positive_int)
+    preview_px: int = _key(1280, _parse_positive_int)
+    # The progressive JPEG, kept only when smaller than the original.
+    optimized: bool = _key(True, _parse_bool)
+    optimized_px: int = _key(1920, _parse_positive_int)
+    optimized_quality: int = _key(85, _parse_quality)
+    # The original less its GPS, device serials and maker notes (JPEG, PNG, WebP).
+    public_copy: bool = _key(True, _parse_bool)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = _key("var", _parse_str)
     lease: float = _key("60s", parse_duration)
@@ -346,6 +370,7 @@ class Config:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -363,6 +388,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "download": DownloadConfig,
     "archive": ArchiveConfig,
     "analysis": AnalysisConfig,
+    "derive": DeriveConfig,
     "daemon": DaemonConfig,
     "media": MediaConfig,
     "log": LogConfig,

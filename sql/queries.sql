@@ -596,3 +596,93 @@ WHERE ai_analysis_status = 'completed'
   AND ($1::text IS NULL OR post_id = $1)
 GROUP BY sha256_sum
 HAVING (min(ai_analysis)::jsonb) ? 'hashes';
+
+-- derive_reuse --
+-- The derivatives another row already made of these bytes ($1) with this plan ($3), in the
+-- store of this node ($4): the same bytes are derived once.
+SELECT media_id, derivatives, metadata -> 'derive' AS derive
+FROM post_media
+WHERE sha256_sum = $1
+  AND media_id <> $2
+  AND derive_status = 'completed'
+  AND derivatives IS NOT NULL
+  AND metadata #> '{derive,plan}' = $3::jsonb
+  AND ($4::text IS NULL OR storage_node IS NULL OR storage_node = $4)
+ORDER BY derived_at DESC NULLS LAST
+LIMIT 1;
+
+-- derive_siblings --
+-- The rows `mediad derive` re-queues: those named ($1), those of a post ($2), and every row
+-- holding the same bytes as one of them (they share one set of derivative files).
+SELECT DISTINCT p.media_id
+FROM post_media AS named
+JOIN post_media AS p ON p.sha256_sum = named.sha256_sum OR p.media_id = named.media_id
+WHERE named.media_id = ANY($1::text[]) OR named.post_id = $2::text
+ORDER BY p.media_id;
+
+-- derived_rows --
+-- The next page of rows (by media_id after $1) whose derivatives `verify` checks: completed on
+-- this node ($3), with what re-deriving one needs.
+SELECT media_id, post_id, media_type, local_file_path, hosted_url, md5_sum, sha256_sum,
+    file_size, mime_type, width, height, archive_url, derivatives
+FROM post_media
+WHERE derive_status = 'completed'
+  AND derivatives IS NOT NULL
+  AND media_id > $1
+  AND (storage_node IS NULL OR storage_node = $3)
+ORDER BY media_id
+LIMIT $2;
+
+-- derivatives_repaired --
+-- Rows holding the bytes $1 on this node ($6) whose derivatives were made again (`verify
+-- --repair`): the new record ($2, $3, $4), and an event ($5).
+UPDATE post_media AS p
+SET derivatives = $2::jsonb,
+    thumbnail_url = $3::text,
+    derived_at = now(),
+    metadata = coalesce(p.metadata, '{}'::jsonb) || jsonb_build_object('derive', $4::jsonb),
+    ai_analysis_log = p.ai_analysis_log || mediad_event('derivatives_repaired', 'success', $5::jsonb)
+WHERE p.sha256_sum = $1
+  AND p.derive_status = 'completed'
+  AND (p.storage_node IS NULL OR p.storage_node = $6)
+RETURNING p.media_id;
+
+-- derivative_url_row --
+-- What `mediad url --kind` chooses from: best_url_row's columns and the row's derivatives.
+SELECT media_id, media_url, url_expires_at, local_file_path, hosted_url, archive_status,
+    archive_url, derive_status, derivatives, metadata #> '{derive,not_kept}' AS not_kept
+FROM post_media
+WHERE media_id = $1;
+
+-- restore_candidates --
+-- Evicted rows of this node ($4) that `mediad restore` brings back: all of them ($1), or those
+-- named ($2) or of a post ($3), and the evicted rows holding the same bytes; one line per
+-- distinct bytes.
+WITH evicted AS (
+    SELECT media_id, post_id, sha256_sum, mime_type, file_size, archive_url
+    FROM post_media
+    WHERE download_status = 'completed'
+      AND local_file_path IS NULL
+      AND archive_url IS NOT NULL
+      AND sha256_sum IS NOT NULL
+      AND (storage_node IS NULL OR storage_node = $4)
+)
+SELECT sha256_sum, min(mime_type) AS mime_type, max(file_size) AS file_size,
+    array_agg(media_id ORDER BY media_id) AS media_ids,
+    array_agg(DISTINCT archive_url) AS archive_urls
+FROM evicted
+WHERE sha256_sum IN (
+    SELECT sha256_sum FROM evicted
+    WHERE $1 OR media_id = ANY($2::text[]) OR post_id = $3::text
+)
+GROUP BY sha256_sum
+ORDER BY sha256_sum;
+
+-- restore_failed --
+-- Rows whose evicted file could not be brought back (the archive does not hold their bytes).
+UPDATE post_media AS p
+SET ai_analysis_log = p.ai_analysis_log || mediad_event('restore_failed', 'failure',
+        jsonb_build_object('archive_url', p.archive_url, 'error_code', $2::text,
+            'error', $3::text, 'by', $4::text))
+WHERE p.media_id = ANY($1::text[])
+RETURNING p.media_id;

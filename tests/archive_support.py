@@ -65,9 +65,11 @@ async def downloaded_rows(
     *,
     analysis: str = "skipped",
     node: str | None = None,
+    derive: str = "skipped",
 ) -> list[Downloaded]:
     """Rows whose download has completed, one per file (bytes, or (bytes, kind, ext)), stored on
-    `node` (None: before rows recorded their node); the archive stage takes them next."""
+    `node` (None: before rows recorded their node); the archive stage takes them next. Their
+    analysis and derive stages are `analysis` and `derive` (skipped: eviction need not wait)."""
     made = []
     for index, item in enumerate(files):
         data, kind, ext = (item, "images", "jpg") if isinstance(item, bytes) else item
@@ -82,7 +84,7 @@ async def downloaded_rows(
             "UPDATE post_media SET download_status = 'completed', local_file_path = $2,"
             " hosted_url = $3, md5_sum = $4, sha256_sum = $5, file_size = $6,"
             " mime_type = 'image/jpeg', downloaded_at = now(), ai_analysis_status = $7,"
-            " storage_node = $8,"
+            " storage_node = $8, derive_status = $9,"
             " ai_analysis_log = ai_analysis_log || mediad_event('media_downloaded', 'success',"
             " '{}') WHERE media_id = $1",
             media_id,
@@ -93,6 +95,7 @@ async def downloaded_rows(
             stored.size,
             analysis,
             node,
+            derive,
         )
         made.append(Downloaded(media_id, stored))
     return made

@@ -96,3 +96,71 @@ async def choose(
     else:
         why.append("the original URL")
     return BestUrl(media_id, "original", row["media_url"], "; ".join(why), expires_at)
+
+
+# --- derivatives --------------------------------------------------------------------------
+
+DERIVED_KINDS = ("thumbnail", "preview", "optimized", "public")
+
+
+class NoDerivativeError(errors.MediadError):
+    """The row has no such derivative (not derived yet, or none is made of its kind)."""
+
+
+async def derivative_url(
+    pool: asyncpg.Pool[Any],
+    media_id: str,
+    kind: str,
+    *,
+    presign: Presign | None,
+    expiry: float,
+    now: datetime | None = None,
+) -> BestUrl:
+    """The URL of the row's `kind` derivative: its hosted file; for a public copy with nothing
+    to strip, the original's best URL; for an optimized copy not kept (it was not smaller),
+    the public copy's."""
+    record = await pool.fetchrow(queries.plain()["derivative_url_row"], media_id)
+    if record is None:
+        raise UnknownMediaError(f"no row with media_id {media_id!r}")
+    row = dict(record)
+    derived = row["derivatives"] or {}
+    entry = derived.get(kind)
+    if isinstance(entry, dict) and entry.get("original"):
+        best = await choose(row, presign=presign, expiry=expiry, now=now)
+        why = f"the original has nothing to strip, so it is its own {kind} copy; {best.reason}"
+        return BestUrl(media_id, best.kind, best.url, why, best.expires_at)
+    if isinstance(entry, dict):
+        path, url = entry.get("path"), entry.get("url")
+        if not url:
+            raise NoDerivativeError(
+                f"{media_id}'s {kind} is at {path}, but storage.public_base_url is empty: no URL"
+            )
+        if not await asyncio.to_thread(os.path.isfile, str(path)):
+            raise NoDerivativeError(
+                f"{media_id}'s {kind} file {path} is missing (mediad verify --repair makes it"
+                " again)"
+            )
+        return BestUrl(media_id, "derived", url, f"the {kind} is stored at {path}")
+    not_kept = (row["not_kept"] or {}).get(kind)
+    if kind == "optimized" and not_kept and "public" in derived:
+        best = await derivative_url(
+            pool, media_id, "public", presign=presign, expiry=expiry, now=now
+        )
+        why = f"no optimized copy was kept ({not_kept}); the public copy serves: {best.reason}"
+        return BestUrl(media_id, best.kind, best.url, why, best.expires_at)
+    why = f": {not_kept}" if not_kept else f" (derive_status {row['derive_status']})"
+    raise NoDerivativeError(f"{media_id} has no {kind}{why}")
+
+
+async def derivatives_of(pool: asyncpg.Pool[Any], media_id: str) -> dict[str, Any]:
+    """The row's derivatives as `url --json` lists them: kind -> url, size and type."""
+    record = await pool.fetchrow(queries.plain()["derivative_url_row"], media_id)
+    listed: dict[str, Any] = {}
+    for kind, entry in sorted(((record and record["derivatives"]) or {}).items()):
+        if isinstance(entry, dict):
+            listed[kind] = {
+                k: entry.get(k)
+                for k in ("url", "width", "height", "file_size", "mime_type", "original")
+                if entry.get(k) is not None
+            }
+    return listed

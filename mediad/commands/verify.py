@@ -54,6 +54,7 @@ class Report:
     # Rows whose local path is outside this host's store (another host's files).
     other_store: int = 0
     restored: int = 0  # rows relinked to bytes that were already local again
+    derivatives_checked: int = 0  # derived files re-hashed (commands/derive.py)
     damage: list[Damage] = field(default_factory=list)
 
     @property
@@ -74,6 +75,7 @@ class Report:
             "unverifiable": self.unverifiable,
             "other_store": self.other_store,
             "restored": self.restored,
+            "derivatives_checked": self.derivatives_checked,
             "problems": {k: {"found": f, "repaired": r} for k, (f, r) in self.by_kind().items()},
             "remaining": [vars(d) for d in self.remaining],
         }

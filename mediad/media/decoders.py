@@ -58,6 +58,8 @@ TASKS: Mapping[str, str] = {
     "analyze_local": "mediad.analysis.local:analyze_task",
     "image_header": "mediad.media.decoders:image_header",
     "image_decode": "mediad.media.decoders:image_decode",
+    "derive_header": "mediad.media.derivatives:header_task",
+    "derive": "mediad.media.derivatives:derive_task",
 }
 
 # A frame: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.

@@ -71,7 +71,28 @@ ANALYSIS = Declaration(
     completed_at="ai_analyzed_at",
 )
 
-ALL: tuple[Declaration, ...] = (DOWNLOAD, ARCHIVE, ANALYSIS)
+DERIVE = Declaration(
+    name="derive",
+    status_column="derive_status",
+    event_prefix="derive",
+    completed_event="derivatives_created",
+    enabled=lambda config: config.derive.enabled,
+    disabled_reason="derive.enabled is false",
+    implementation="mediad.stages.derive:open_stage",
+    waits_for=("download",),
+    # The local file, or the archived object once the local copy was evicted.
+    reads_local_file=True,
+    # Eviction frees originals only, and derive reads the original: it waits for derive.
+    evictable_when=("completed", "failed", "skipped"),
+    fields=(
+        "post_id", "media_type", *_FILE_FIELDS, "hosted_url", "width", "height", "archive_url",
+        "error_code",
+    ),
+    columns=("thumbnail_url", "derivatives"),
+    completed_at="derived_at",
+)  # fmt: skip
+
+ALL: tuple[Declaration, ...] = (DOWNLOAD, ARCHIVE, ANALYSIS, DERIVE)
 
 
 def disabled(config: Config, registry: Sequence[Declaration] = ALL) -> frozenset[str]:

@@ -1,7 +1,8 @@
 """The content-addressed local store: every on-disk path, temp files, atomic commit, re-hashing.
 
 Files live at `{root}/{kind}/{sha256[:2]}/{sha256}.{ext}`; bodies are streamed into `{root}/.tmp/`
-(same filesystem) and hashed in the same pass, then fsynced and linked into place.
+(same filesystem) and hashed in the same pass, then fsynced and linked into place. Derivatives
+live at `{root}/derived/{kind}/{sha256[:2]}/{sha256}.{ext}`, named by their source's SHA-256.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from mediad.config import StorageConfig
 
 KINDS = frozenset({"images", "videos", "audio", "documents"})
+# Derivatives live under {root}/derived/{kind}/, named by the SHA-256 of their source.
+DERIVED_DIR_NAME = "derived"
+DERIVED_KINDS = frozenset({"thumbnail", "preview", "optimized", "public"})
 TEMP_DIR_NAME = ".tmp"
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -259,6 +263,26 @@ class Store:
         # Lexical, not resolve(): an operator may symlink a kind folder onto another disk.
         return Path(self._check_inside(path))
 
+    def verify(self, path: Path, sha256: str) -> bool:
+        """Whether `path` exists and hashes to `sha256` (blocking): what restore and derive
+        check before a file they wrote or found is trusted."""
+        try:
+            return hash_file(path)[1] == sha256.lower()
+        except FileNotFoundError:
+            return False
+
+    def derived_path(self, kind: str, source_sha256: str, ext: str) -> Path:
+        """`{root}/derived/{kind}/{sha256[:2]}/{sha256}.{ext}`, named by the source's SHA-256;
+        ValueError on a bad kind, digest or ext."""
+        if kind not in DERIVED_KINDS:
+            raise ValueError(f"unknown derivative {kind!r}; one of {sorted(DERIVED_KINDS)}")
+        if not checksums.is_sha256(source_sha256):
+            raise ValueError(f"not a lowercase hex SHA-256: {source_sha256!r}")
+        if not valid_ext(ext):
+            raise ValueError(f"bad file extension {ext!r}; expected 1-8 of [a-z0-9]")
+        path = f"{self._prefix}{DERIVED_DIR_NAME}/{kind}/{source_sha256[:2]}/{source_sha256}.{ext}"
+        return Path(self._check_inside(path))
+
     def relative(self, path: Path | str) -> str:
         """The path below the root, with forward slashes; ValueError if `path` is not below it."""
         return self._check_inside(path)[len(self._prefix) :]
@@ -389,6 +413,59 @@ class Store:
         os.unlink(tmp.path)
         return False
 
+    def commit_written(self, tmp: TempFile, kind: str, source_sha256: str, ext: str) -> StoredFile:
+        """Put the derivative another process (a decoder worker) wrote at `tmp.path` in its place:
+        hashed here (what the row records is what is on disk), fsynced, and renamed over any
+        older derivative of the same source and kind (made at other sizes). On any failure the
+        temp file is deleted; ENOSPC/EDQUOT surface as DiskFullError."""
+        try:
+            tmp._check_open()
+            final = self.derived_path(kind, source_sha256, ext)
+            size, sha256, md5 = _hash_file(tmp.path)
+            os.fsync(tmp.fileno())
+            derived = self.root / DERIVED_DIR_NAME
+            if derived not in self._made:
+                _mkdir(derived)
+                self._made.add(derived)
+            self._make_folders(final.parent)
+            try:
+                # The temp fd (and its flock) stays open until the temp name is gone.
+                os.replace(tmp.path, final)
+            except FileNotFoundError:
+                self._made.difference_update({derived, final.parent.parent, final.parent})
+                _mkdir(derived)
+                self._make_folders(final.parent)
+                os.replace(tmp.path, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp.discard()
+            if _is_disk_full(exc):
+                raise DiskFullError(f"disk full committing {tmp.path}: {exc.strerror}") from exc
+            raise
+        except BaseException:
+            tmp.discard()
+            raise
+        tmp._mark_committed()
+        relative = self.relative(final)
+        return StoredFile(
+            path=final,
+            relative_path=relative,
+            hosted_url=f"{self.public_base_url}/{relative}" if self.public_base_url else None,
+            sha256=sha256,
+            md5=md5,
+            size=size,
+            existed=False,
+        )
+
+    def remove_derived(self, kind: str, source_sha256: str, ext: str) -> bool:
+        """Delete a derivative that is no longer made (a size change, a copy not kept); True if
+        there was one."""
+        try:
+            os.unlink(self.derived_path(kind, source_sha256, ext))
+        except FileNotFoundError:
+            return False
+        return True
+
     def _make_folders(self, shard: Path) -> None:
         """`{kind}/` and `{kind}/{sha256[:2]}/`, unless this Store already made or saw them."""
         for folder in (shard.parent, shard):
@@ -417,6 +494,20 @@ def hash_file(path: Path) -> tuple[int, str]:
             digest.update(view[:read])
             size += read
     return size, digest.hexdigest()
+
+
+def _hash_file(path: Path) -> tuple[int, str, str]:
+    """Size, SHA-256 and MD5 of the file at `path`, read in 1 MiB chunks."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while read := f.readinto(buffer):
+            sha256.update(view[:read])
+            md5.update(view[:read])
+            size += read
+    return size, sha256.hexdigest(), md5.hexdigest()
 
 
 def _remove_if_unlocked(path: Path) -> bool:

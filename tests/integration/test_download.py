@@ -44,7 +44,10 @@ from tests.support import event_names, make_config, row, wait_for
 
 ALLOWED = "127.0.0.1/32"
 PUBLIC_BASE = "https://media.example.org/m"
-DONE = ["download_started", "media_downloaded", "archive_skipped", "ai_analysis_skipped"]
+DONE = [
+    "download_started", "media_downloaded", "archive_skipped", "ai_analysis_skipped",
+    "derive_skipped",
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -59,8 +62,10 @@ def root(tmp_path: Path) -> Path:
 
 
 async def download_once(db_url: str, root: Path, **overrides: str) -> None:
-    """`mediad run --once` in-process with the real download stage, loopback allowed."""
-    cfg = make_config(storage_root=str(root), download_allowed_networks=ALLOWED, **overrides)
+    """`mediad run --once` in-process with the real download stage, loopback allowed (and the
+    derive stage off: these tests are about the stored original)."""
+    settings = {"derive_enabled": "false"} | overrides
+    cfg = make_config(storage_root=str(root), download_allowed_networks=ALLOWED, **settings)
     async with asyncio.timeout(30):
         await daemon.run(cfg, once=True, url=db_url)
 

@@ -60,6 +60,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0003_timestamps",
             "0004_platform_hosts",
             "0005_analysis",
+            "0006_derive",
         ]
         columns = {
             r["column_name"]
@@ -74,6 +75,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "metadata", "downloaded_at", "archive_status", "archive_url", "archived_at",
             "ai_analysis_status", "ai_analysis", "ai_analyzed_at", "ai_analysis_log",
             "error_code", "last_error", "created_at", "updated_at", "storage_node",
+            "derive_status", "thumbnail_url", "derivatives",
         }  # fmt: skip
         assert contract <= columns
         media_id = await conn.fetchval(

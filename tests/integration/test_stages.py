@@ -172,7 +172,8 @@ async def test_requeue_and_eviction_follow_the_declaration(
     [media_id] = await insert_rows(pool, 1)
     await pool.execute(
         "UPDATE post_media SET download_status = 'completed', archive_status = 'completed',"
-        " ai_analysis_status = 'skipped', archive_url = 's3://b/k', local_file_path = '/s/f',"
+        " ai_analysis_status = 'skipped', derive_status = 'skipped', archive_url = 's3://b/k',"
+        " local_file_path = '/s/f',"
         " throwaway_status = 'failed', error_code = 'boom' WHERE media_id = $1",
         media_id,
     )
