@@ -29,7 +29,7 @@ from mediad.media import decoders
 from mediad.media.decoders import DecoderPool
 from mediad.resources import Resources
 from mediad.stage import Result, Row, Stage
-from mediad.storage import objectkeys
+from mediad.storage import originals
 from mediad.storage.local import Store
 
 log = structlog.get_logger(__name__)
@@ -256,21 +256,11 @@ class Analyser:
                 "the local file is gone and there is no archived copy to read",
                 error_code="local_file_missing",
             )
-        client = await self._archive()
-        bucket, key = objectkeys.parse_s3_url(row.archive_url)
-        tmp = await asyncio.to_thread(self._store.open_temp)
+        assert row.sha256_sum is not None
+        tmp = await originals.fetch(
+            await self._archive(), self._store, row.archive_url, row.sha256_sum
+        )
         try:
-            loop = asyncio.get_running_loop()
-
-            async def sink(chunk: bytes) -> None:
-                await loop.run_in_executor(None, tmp.write, chunk)
-
-            size = await client.download(key, sink, bucket)
-            if size is None or tmp.sha256 != row.sha256_sum:
-                raise errors.PermanentError(
-                    f"the archived object {row.archive_url} is missing or not the row's bytes",
-                    error_code="archive_missing" if size is None else "archive_corrupt",
-                )
             yield tmp.path
         finally:
             await asyncio.to_thread(tmp.discard)
