@@ -353,14 +353,14 @@ SELECT pg_advisory_xact_lock(hashtext('mediad import'));
 
 -- import_media --
 -- Queue a batch of imported media, one array element each ($1 post_id, $2 media_url,
--- $3 media_type, $4 platform, $5 variants, $6 position in the post), except those whose post
--- already has a row for the URL; each new row's log starts with media_imported, which says
--- where in the post the medium stands. Returns the new media_ids.
+-- $3 media_type, $4 platform, $5 variants as JSON text, $6 position in the post), except
+-- those whose post already has a row for the URL; each new row's log starts with
+-- media_imported, which says where in the post the medium stands. Returns the new media_ids.
 INSERT INTO post_media (post_id, media_url, media_type, platform, variants, ai_analysis_log)
-SELECT m.post_id, m.media_url, m.media_type, m.platform, m.variants,
+SELECT m.post_id, m.media_url, m.media_type, m.platform, m.variants::jsonb,
     jsonb_build_array(mediad_event('media_imported', 'info',
         jsonb_build_object('position', m.position, 'primary', m.position = 0)))
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::integer[])
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[])
     AS m(post_id, media_url, media_type, platform, variants, position)
 -- Two tests rather than IS NOT DISTINCT FROM, which no index can answer: each is a probe of
 -- the post_id index (a NULL post_id is found there too).

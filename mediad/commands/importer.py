@@ -431,7 +431,8 @@ async def import_file(
                 [q.media.media_url for q in batch],
                 [q.media.media_type for q in batch],
                 [q.media.platform for q in batch],
-                [q.media.variants for q in batch],
+                # As JSON text: asyncpg would read a list of variants as a nested array.
+                [json.dumps(q.media.variants) if q.media.variants else None for q in batch],
                 [q.position for q in batch],
             )
             report.queued.extend(r["media_id"] for r in rows)
