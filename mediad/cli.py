@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from mediad import __version__, config, daemon, db, errors, migrate, queries, stages
+from mediad import __version__, config, db, errors, migrate, queries, stages
 from mediad import log as logsetup
-from mediad.commands import derive as derive_commands
 from mediad.commands import duplicates, importer, progress, status
 from mediad.stage import Result, Row
 from mediad.storage.local import Store
 
-# The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
-# need them import them, and every other command (`run` without the archive) starts sooner.
+# The archive's modules bring aioboto3 and botocore, about 0.3 s to import, and the daemon
+# (with the derive commands, which reach the archive) the stages, aiohttp and the decoders:
+# the commands that need them import them, and every other command starts sooner (a backfill
+# of `mediad import` in many small runs pays start-up each time).
 if TYPE_CHECKING:
     from mediad.commands import verify
     from mediad.storage import s3
@@ -189,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad import daemon
+
     try:
         await daemon.run(cfg, once=args.once)
     except asyncio.CancelledError:
@@ -251,8 +254,7 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         reports = []
-        for path in paths:
-            report = await importer.import_file(pool, path, bar.add if bar else None)
+        async for report in importer.import_files(pool, paths, bar.add if bar else None):
             reports.append(report)
             if report.error is not None:
                 tell(f"mediad import: {report.path}: {report.error}", sys.stderr)
@@ -433,6 +435,7 @@ def _archive_configured(cfg: config.Config) -> bool:
 
 
 async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad.commands import derive as derive_commands
     from mediad.commands import verify
     from mediad.stages import archive
     from mediad.storage import s3
@@ -623,6 +626,7 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
 async def _derive(cfg: config.Config, args: argparse.Namespace) -> int:
     if not (args.media_ids or args.post_id or args.all):
         raise errors.ConfigError("derive: name --media-id, --post-id or --all")
+    from mediad.commands import derive as derive_commands
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         requeued = await derive_commands.requeue(
