@@ -26,6 +26,7 @@ from mediad import errors, queries, stages
 from mediad.config import DeriveConfig
 from mediad.media import decoders, derivatives
 from mediad.resources import Resources
+from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
 from mediad.storage import originals
 from mediad.storage.local import Store, StoredFile, TempFile
@@ -121,7 +122,7 @@ class Deriver:
         self._executor = executor
         self._node = storage_node
         self._sql = queries.plain()
-        self._in_flight: dict[str, asyncio.Future[Made]] = {}
+        self._in_flight: SingleFlight[str, Made] = SingleFlight()
 
     async def process(self, row: Row) -> Result:
         started = time.monotonic()
@@ -129,25 +130,9 @@ class Deriver:
         reused = await self._reuse(row, sha256)
         if reused is not None:
             return reused
-        shared = self._in_flight.get(sha256)
-        if shared is not None:
-            # The same bytes are being derived for another row right now: the same files.
-            return self._result(row, await asyncio.shield(shared), started, shared=True)
-        future: asyncio.Future[Made] = asyncio.get_running_loop().create_future()
-        self._in_flight[sha256] = future
-        try:
-            made = await self._derive(row, kind, sha256)
-        except BaseException as exc:
-            future.set_exception(
-                exc if isinstance(exc, Exception) else errors.TransientError("interrupted")
-            )
-            future.exception()  # retrieved: a derive nobody shared logs no "never retrieved"
-            raise
-        else:
-            future.set_result(made)
-        finally:
-            del self._in_flight[sha256]
-        return self._result(row, made, started)
+        # The same bytes being derived for another row right now: the same files.
+        made, shared = await self._in_flight.run(sha256, lambda: self._derive(row, kind, sha256))
+        return self._result(row, made, started, shared=shared)
 
     async def rederive(self, row: Row) -> Result:
         """Derive the row's bytes again, whatever another row recorded (`verify --repair`)."""
