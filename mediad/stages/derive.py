@@ -41,6 +41,9 @@ PUBLIC_EXTENSIONS = {
     "image/jpeg": "jpg", "image/png": "png", "image/apng": "png", "image/webp": "webp",
 }  # fmt: skip
 _THREADS = 8
+# Hex digits of a derivative's own SHA-256 in its URL's `?v=`: 64 bits, for the URL to change
+# whenever the bytes at its path do.
+URL_VERSION_DIGITS = 16
 
 
 @contextlib.asynccontextmanager
@@ -307,7 +310,7 @@ class Deriver:
             described = outputs.get(kind, {})
             derived[kind] = {
                 "path": str(stored.path),
-                "url": stored.hosted_url,
+                "url": versioned_url(stored.hosted_url, stored.sha256),
                 "width": described.get("width", row.width),
                 "height": described.get("height", row.height),
                 "file_size": stored.size,
@@ -356,6 +359,18 @@ def _checked(row: Row) -> tuple[str, str]:
     if not _SHA256.fullmatch(sha256):
         raise errors.PermanentError("the row has no valid SHA-256", error_code="bad_digests")
     return kind, sha256
+
+
+def versioned_url(hosted_url: str | None, sha256: str) -> str | None:
+    """A derivative's URL: its hosted URL with `?v=` and the start of its own SHA-256.
+
+    A derivative's path is named by its source's SHA-256, and nginx serves it as immutable;
+    but its bytes change when it is made again at another size (`mediad derive`), and a cache
+    would serve the old ones forever. The version makes that a new URL; nginx ignores it.
+    """
+    if hosted_url is None:
+        return None
+    return f"{hosted_url}?v={sha256[:URL_VERSION_DIGITS]}"
 
 
 def _url(derived: dict[str, Any], kind: str) -> str | None:

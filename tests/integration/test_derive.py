@@ -236,7 +236,7 @@ async def test_a_video_gets_a_poster_thumbnail(
     assert set(r["derivatives"]) == {"thumbnail", "preview"}
     thumbnail = opened(r["derivatives"]["thumbnail"])
     assert thumbnail.format == "WEBP" and thumbnail.size == (48, 64)
-    assert r["thumbnail_url"].endswith(".webp")
+    assert r["thumbnail_url"].partition("?")[0].endswith(".webp")
     source = r["metadata"]["derive"]["source"]
     assert source["engine"] == "pyav" and 0.1 <= source["poster_seconds"] <= 0.4
 
@@ -388,6 +388,12 @@ async def test_a_size_change_and_mediad_derive_replace_the_old_files(
     assert thumbnail["path"] == before["derivatives"]["thumbnail"]["path"]
     assert opened(thumbnail).size == (32, 24) == (thumbnail["width"], thumbnail["height"])
     assert thumbnail["sha256"] != before["derivatives"]["thumbnail"]["sha256"]
+    # nginx serves derived/ as immutable: new bytes at the same path need a new URL, or a cache
+    # would serve the old thumbnail forever. The URL names the file's path and its own digest.
+    old_url = before["derivatives"]["thumbnail"]["url"]
+    assert thumbnail["url"] != old_url and after["thumbnail_url"] == thumbnail["url"]
+    assert thumbnail["url"].partition("?")[0] == old_url.partition("?")[0]
+    assert thumbnail["url"].endswith(f"?v={thumbnail['sha256'][:16]}")
     assert "optimized" not in after["derivatives"]
     assert derived_files(root, "optimized", after["sha256_sum"]) == []
     assert [e["details"]["stage"] for e in events(after, "requeued")] == ["derive"]
