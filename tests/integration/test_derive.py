@@ -402,7 +402,8 @@ async def test_a_size_change_and_mediad_derive_replace_the_old_files(
 async def test_mediad_derive_takes_every_row_of_the_same_bytes(
     db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
-    """Naming one row re-queues the rows that share its bytes too (they share its files)."""
+    """Naming one row, or its post, re-queues the rows that share its bytes too (they share
+    its files)."""
     cfg = derive_config(tmp_path / "media")
     data = media.jpeg(seed=31)
     files = [(data, "image/jpeg"), (data, "image/jpeg"), (media.png(), "image/png")]
@@ -410,6 +411,12 @@ async def test_mediad_derive_takes_every_row_of_the_same_bytes(
     await run_derive(cfg, db_url)
     assert sorted(await derive_commands.requeue(pool, media_ids=[ids[0]])) == sorted(ids[:2])
     assert (await row(pool, ids[2]))["derive_status"] == "completed"
+    # --post-id: the post's rows (with the rows sharing their bytes), no other post's.
+    first_post = (await row(pool, ids[0]))["post_id"]
+    await run_derive(cfg, db_url)
+    assert sorted(await derive_commands.requeue(pool, post_id=first_post)) == sorted(ids[:2])
+    assert (await row(pool, ids[2]))["derive_status"] == "completed"
+    assert (await row(pool, ids[1]))["derive_status"] == "not_started"
 
 
 async def test_verify_finds_damaged_derivatives_and_repair_makes_them_again(
