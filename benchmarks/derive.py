@@ -2,11 +2,13 @@
 Pillow script and a plain pyvips script, and the daemon's peak memory with large PNGs in the mix.
 
     .venv/bin/python benchmarks/derive.py [--photos 1000] [--pngs 20] [--png-side 13000]
+        [--rounds 1]
 
-The corpus (kept in --cache-dir between runs): 12 MP JPEGs like phone photos (4000x3000,
-quality 90, camera EXIF with GPS; a few distinct pictures, each photo one of them with its own
-COM segment, so every photo has distinct bytes) and large PNGs (--png-side square, RGB; one
-picture, each PNG with its own tEXt chunk), the PNGs spread among the photos.
+The corpus (harness/corpus.py `photos_and_pngs`, kept in --cache-dir between runs): 12 MP JPEGs
+like phone photos (4000x3000, quality 90, camera EXIF with GPS; a few distinct pictures, each
+photo one of them with its own COM segment, so every photo has distinct bytes) and large PNGs
+(--png-side square, RGB, 146 MB each at 13000; one picture, each PNG with its own tEXt chunk),
+the PNGs spread among the photos.
 
 Each run makes a 320 px thumbnail and a 1280 px preview (WebP, quality 80) of every file, two
 decodes at a time:
@@ -27,9 +29,13 @@ mediad runs `derive.concurrency` 4 rows in flight for its 2 workers (--concurren
 files are hashed, fsynced and recorded while the worker decodes the next one, where the
 scripts have nothing to wait for. CPU per file counts the tool's processes (and PostgreSQL's
 for mediad), which a busy shared machine moves much less than rates. Peak memory is the
-largest sum of RSS over the run's process tree (mediad: the daemon, its forkserver, resource
-tracker and decoder workers; pages they share are counted in each), sampled every 20 ms; PSS
-(shared pages counted once) is printed beside it.
+harness's process tree (measure.run_child(tree=True); mediad: the daemon, its forkserver,
+resource tracker and decoder workers): the largest sum of the members' RSS, where pages they
+share (the forkserver's imports in every forked worker) count once per process, and the
+largest sum of their PSS (shared pages split between their sharers), sampled less often.
+
+Rounds alternate the tools (--rounds); the figures judged are each tool's median rate over
+its rounds, and the largest peak of any round.
 
 Targets: mediad's files per second at least 1.0x the faster script's, and its peak memory
 under 500 MB. Exit status 1 when one is missed.
@@ -49,37 +55,24 @@ sys.path.insert(0, str(_REPO))
 
 import argparse
 import asyncio
-import concurrent.futures
-import contextlib
-import hashlib
-import io
 import json
+import math
 import os
-import random
 import shutil
 import signal
-import subprocess
 import tempfile
-import threading
-import time
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-import psutil
-
-from benchmarks.harness import measure, postgres, programs, report, scratch, targets
-from benchmarks.harness.corpus import CorpusFile, with_comment
+from benchmarks.harness import corpus, measure, postgres, programs, report, scratch, targets
+from benchmarks.harness.corpus import CorpusFile
+from benchmarks.harness.runs import Run
 from mediad.storage.local import Store
 
 MB = report.MB
-CORPUS_VERSION = "v1"
-BASE_PHOTOS = 8
 PARALLELISM = 2
 TARGET_RATIO = 1.0
 TARGET_RSS = 500 * MB
-SIZES = (1280, 320)
 
 PILLOW_SCRIPT = """
 import json, multiprocessing, sys, time
@@ -120,208 +113,72 @@ if __name__ == "__main__":
         print(json.dumps({"busy": time.perf_counter() - started}))
 """
 
+SCRIPTS = {"pillow": PILLOW_SCRIPT, "pyvips": PYVIPS_SCRIPT}
 
-# --- the corpus -------------------------------------------------------------------------------
+
+# --- one run ---------------------------------------------------------------------------------
 
 
-def make_photo(seed: int) -> bytes:
-    """A 12 MP camera-like JPEG: smooth colour fields, some finer detail and sensor grain."""
-    from PIL import Image, ImageChops
+def measured(
+    account: measure.CpuAccount, args: Sequence[str], env: dict[str, str], work: Path
+) -> tuple[measure.ChildRun, measure.CpuSplit, str]:
+    """Run `args` to its end in `work` with its whole process tree measured (the harness's
+    ProcessTree: summed RSS and PSS), the machine's CPU split around it; and its stdout."""
+    with (
+        (work / "stdout").open("wb") as out,
+        (work / "stderr.log").open("wb") as err,
+        account.measure() as split,
+    ):
+        child = measure.run_child(args, env=env, cwd=work, stdout=out, stderr=err, tree=True)
+    return child, split, (work / "stdout").read_text(errors="replace")
 
-    from tests import media
 
-    width, height = 4000, 3000
-    base = media.noise_image(width // 80, height // 80, seed=seed)
-    detail = media.noise_image(width // 16, height // 16, seed=seed + 1000)
-    picture = Image.blend(
-        base.resize((width, height), Image.Resampling.BICUBIC),
-        detail.resize((width, height), Image.Resampling.BICUBIC),
-        0.15,
+def recorded(
+    tool: str, files: Sequence[CorpusFile], child: measure.ChildRun, split: measure.CpuSplit
+) -> Run:
+    return Run(
+        tool,
+        len(files),
+        sum(f.size for f in files),
+        child.seconds,
+        ok=False,
+        check="",
+        peak_rss=child.tree_peak_rss,
+        own_peak_rss=child.peak_rss,
+        peak_pss=child.tree_peak_pss,
+        cpu_seconds=child.cpu_seconds,
+        descendants_cpu_seconds=child.orphans_cpu_seconds,
+        split=split,
     )
-    rng = random.Random(seed)
-    grain = Image.frombytes("L", (width, height), rng.randbytes(width * height))
-    grain = grain.point(lambda v: 120 + v * 16 // 255)
-    picture = ImageChops.add(picture, Image.merge("RGB", (grain, grain, grain)), 1, -128)
-    exif = media.camera_exif(gps=(rng.uniform(0, 80), rng.uniform(0, 170)))
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=90, exif=exif)
-    return out.getvalue()
 
 
-def make_png(side: int) -> bytes:
-    """A large RGB PNG of smooth colour fields (zlib level 1, as a screenshot tool writes)."""
-    from PIL import Image
-
-    from tests import media
-
-    small = media.noise_image(max(2, side // 64), max(2, side // 64), seed=77)
-    out = io.BytesIO()
-    small.resize((side, side), Image.Resampling.BILINEAR).save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
-def with_text_chunk(png: bytes, text: bytes) -> bytes:
-    """`png` with a tEXt chunk after its IHDR: other bytes, the same picture."""
-    end_of_ihdr = 8 + 12 + int.from_bytes(png[8:12], "big")
-    body = b"Comment\x00" + text
-    chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
-    chunk += zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
-    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
-
-
-def corpus(cache: Path, photos: int, pngs: int, side: int) -> list[CorpusFile]:
-    """The photos and PNGs under `cache`, generated once and reused while the cache lives; the
-    PNGs spread evenly among the photos."""
-    folder = f"derive-{CORPUS_VERSION}-p{photos}-n{pngs}-s{side}"
-    directory = cache / folder
-    manifest = directory / "manifest.json"
-    if manifest.exists():
-        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    started = time.perf_counter()
-    bases = min(BASE_PHOTOS, photos)
-    print(f"generating {photos:,} photos from {bases} pictures and {pngs} PNGs ...", flush=True)
-    with concurrent.futures.ProcessPoolExecutor(max_workers=PARALLELISM) as pool:
-        base_photos = list(pool.map(make_photo, range(bases)))
-        base_png = pool.submit(make_png, side).result() if pngs else b""
-    made: list[tuple[str, bytes]] = [
-        (f"{i:05d}.jpg", with_comment(base_photos[i % bases], f"photo {i}".encode()))
-        for i in range(photos)
-    ]
-    every = max(1, len(made) // max(pngs, 1))
-    for index in range(pngs):
-        name = f"big-{index:03d}.png"
-        made.insert(
-            min(len(made), index * (every + 1)), (name, with_text_chunk(base_png, name.encode()))
-        )
-    files = []
-    for name, data in made:
-        (directory / name).write_bytes(data)
-        files.append(
-            CorpusFile(
-                f"{folder}/{name}",
-                len(data),
-                hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                hashlib.sha256(data).hexdigest(),
-            )
-        )
-    manifest.write_text(json.dumps([vars(f) for f in files]))
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
-    return files
-
-
-# --- measuring a run --------------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    tool: str
-    files: int
-    wall: float
-    busy: float
-    peak_rss: int
-    peak_pss: int  # the same tree's proportional set size: shared pages counted once
-    cpu: float  # the machine's busy CPU seconds during the run
-    parent_cpu: float
-    children_cpu: float
-    ok: bool
-    check: str
-    database_cpu: float = 0.0  # PostgreSQL's, for mediad
-
-    @property
-    def files_per_s(self) -> float:
-        return report.rate(self.files, self.busy)
-
-    @property
-    def cpu_per_file_ms(self) -> float:
-        """The tool's own CPU per file (its processes, and PostgreSQL for mediad): steadier than
-        rates on a shared machine."""
-        total = self.parent_cpu + self.children_cpu + self.database_cpu
-        return 1000 * total / self.files if self.files else float("nan")
-
-
-@dataclass
-class Child:
-    returncode: int
-    wall: float
-    peak_rss: int  # the largest sum of RSS over the process tree
-    peak_pss: int
-    cpu: float  # the machine's busy CPU seconds
-    out: str
-    # CPU seconds of the process itself and of its children (as last sampled).
-    parent_cpu: float = 0.0
-    children_cpu: float = 0.0
-
-
-def run_tree(args: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path) -> Child:
-    """Run `args` to its end, sampling its process tree's memory."""
-    busy0 = psutil.cpu_times()
-    started = time.perf_counter()
-    with log.open("wb") as err:
-        proc = subprocess.Popen(list(args), env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err)
-        peak = [0, 0]
-        done = threading.Event()
-
-        cpu_of: dict[int, float] = {}  # pid -> CPU seconds when last seen
-
-        def sample() -> None:
-            root = psutil.Process(proc.pid)
-            while not done.is_set():
-                rss = pss = 0
-                with contextlib.suppress(psutil.Error):
-                    for member in [root, *root.children(recursive=True)]:
-                        with contextlib.suppress(psutil.Error):
-                            memory = member.memory_full_info()
-                            rss += memory.rss
-                            pss += memory.pss
-                            times = member.cpu_times()
-                            cpu_of[member.pid] = times.user + times.system
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
-                done.wait(0.02)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        try:
-            out, _ = proc.communicate()
-        finally:
-            done.set()
-            sampler.join()
-    wall = time.perf_counter() - started
-    busy1 = psutil.cpu_times()
-    cpu = (sum(busy1) - busy1.idle - getattr(busy1, "iowait", 0.0)) - (
-        sum(busy0) - busy0.idle - getattr(busy0, "iowait", 0.0)
-    )
-    parent = cpu_of.pop(proc.pid, 0.0)
-    children = sum(cpu_of.values())
-    return Child(proc.returncode, wall, peak[0], peak[1], cpu, out.decode(errors="replace"),
-                 parent, children)  # fmt: skip
-
-
-def run_script(name: str, source: str, files: Sequence[Path], work: Path) -> Run:
+def run_script(
+    account: measure.CpuAccount,
+    name: str,
+    source: str,
+    cache: Path,
+    files: Sequence[CorpusFile],
+    work: Path,
+) -> Run:
     work.mkdir()
     script = work / f"bare_{name}.py"  # not pyvips.py: it would shadow the module
     script.write_text(source)
     (work / "out").mkdir()
-    jobs = [[str(path), str(work / "out" / f"{i:05d}")] for i, path in enumerate(files)]
+    jobs = [[str(cache / f.name), str(work / "out" / f"{i:05d}")] for i, f in enumerate(files)]
     (work / "jobs.json").write_text(json.dumps(jobs))
     env = programs.clean_environment({"VIPS_CONCURRENCY": "1"})
-    child = run_tree(
-        [sys.executable, str(script), str(work / "jobs.json"), str(PARALLELISM)],
-        env=env, cwd=work, log=work / "stderr.log",
-    )  # fmt: skip
+    args = [sys.executable, str(script), str(work / "jobs.json"), str(PARALLELISM)]
+    child, split, out = measured(account, args, env, work)
+    run = recorded(name, files, child, split)
     made = sum(1 for _ in (work / "out").iterdir())
-    ok = child.returncode == 0 and made == 2 * len(files)
-    check = f"exit {child.returncode}, {made} of {2 * len(files)} files"
-    busy = float("nan")
+    run.ok = child.returncode == 0 and made == 2 * len(files)
+    run.check = f"exit {child.returncode}, {made} of {2 * len(files)} files"
     if child.returncode != 0:
         lines = (work / "stderr.log").read_text(errors="replace").strip().splitlines()
-        check += f": {lines[-1][:300]}" if lines else ""
+        run.check += f": {lines[-1][:300]}" if lines else ""
     else:
-        busy = json.loads(child.out.strip().splitlines()[-1])["busy"]
-    return Run(name, len(files), child.wall, busy, child.peak_rss, child.peak_pss, child.cpu,
-               child.parent_cpu, child.children_cpu, ok, check)  # fmt: skip
+        run.busy_seconds = json.loads(out.strip().splitlines()[-1])["busy"]
+    return run
 
 
 INSERT_ROWS = """
@@ -381,6 +238,7 @@ async def prepare(
 
 
 def run_mediad(
+    account: measure.CpuAccount,
     server: postgres.Server,
     tool: str,
     cache: Path,
@@ -408,26 +266,22 @@ def run_mediad(
         }
     )
     os.sync()
-    database_before = measure.tree_cpu(server.pid)
     try:
-        child = run_tree(
-            [*programs.mediad_command(), "run", "--once"], env=env, cwd=work, log=work / "log"
+        child, split, _ = measured(
+            account, [*programs.mediad_command(), "run", "--once"], env, work
         )
-        database = measure.settled_tree_cpu(server.pid) - database_before
         result = asyncio.run(_results(db_url))
     finally:
         asyncio.run(server.drop_database(name))
+    run = recorded(tool, files, child, split)
     first, last = result["first"], result["last"]
     if isinstance(first, datetime) and isinstance(last, datetime):
-        busy = (last - first).total_seconds()
-    else:
-        busy = float("nan")
-    ok = child.returncode == 0 and result["done"] == result["total"] == len(files)
-    check = f"exit {child.returncode}, {result['done']} of {len(files)} rows derived"
+        run.busy_seconds = (last - first).total_seconds()
+    run.ok = child.returncode == 0 and result["done"] == result["total"] == len(files)
+    run.check = f"exit {child.returncode}, {result['done']} of {len(files)} rows derived"
     if result["errors"]:
-        check += f" (errors: {result['errors']})"
-    return Run(tool, len(files), child.wall, busy, child.peak_rss, child.peak_pss, child.cpu,
-               child.parent_cpu, child.children_cpu, ok, check, database)  # fmt: skip
+        run.check += f" (errors: {result['errors']})"
+    return run
 
 
 async def _results(url: str) -> dict[str, object]:
@@ -446,69 +300,91 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.quiet_logging()
     print(f"derive benchmark; {report.machine()}; load average {os.getloadavg()[0]:.2f}")
     cache = args.cache_dir
-    files = corpus(cache, args.photos, args.pngs, args.png_side)
-    paths = [cache / f.name for f in files]
+    scratch.warn_if_recent_cleanup(cache)
+    files = corpus.photos_and_pngs(cache, args.photos, args.pngs, args.png_side)
     photo_bytes = sum(f.size for f in files if f.name.endswith(".jpg"))
     png_bytes = sum(f.size for f in files if f.name.endswith(".png"))
+    width, height = corpus.FULL_SIZE
     print(
-        f"corpus: {args.photos:,} photos 4000x3000 ({photo_bytes / MB:,.0f} MB),"
+        f"corpus: {args.photos:,} photos {width}x{height} ({photo_bytes / MB:,.0f} MB),"
         f" {args.pngs} PNGs {args.png_side}x{args.png_side} ({png_bytes / MB:,.0f} MB)"
     )
+    corpus.warm_page_cache(cache, files)
     runs: list[Run] = []
     with (
         postgres.embedded() as server,
         tempfile.TemporaryDirectory(prefix="mediad-bench-derive-", dir=args.scratch_dir) as tmp,
     ):
+        account = measure.CpuAccount({}, {"postgres": server.pid})
         work = Path(tmp)
         for round_ in range(args.rounds):
             for tool in args.tools:
                 where = work / f"{round_}-{tool.replace(' ', '-').replace(',', '')}"
-                if tool == "pillow":
-                    runs.append(run_script(tool, PILLOW_SCRIPT, paths, where))
-                elif tool == "pyvips":
-                    runs.append(run_script(tool, PYVIPS_SCRIPT, paths, where))
+                if tool in SCRIPTS:
+                    run = run_script(account, tool, SCRIPTS[tool], cache, files, where)
                 else:
-                    runs.append(run_mediad(server, tool, cache, files, where,
-                                           every_kind=tool == "mediad, all kinds",
-                                           concurrency=args.concurrency))  # fmt: skip
-                print(f"  {runs[-1].tool}: {runs[-1].files_per_s:.2f} files/s ({runs[-1].check})",
+                    run = run_mediad(account, server, tool, cache, files, where,
+                                     every_kind=tool == "mediad, all kinds",
+                                     concurrency=args.concurrency)  # fmt: skip
+                runs.append(run)
+                print(f"  round {round_ + 1}, {run.tool}: {run.busy_files_per_s:.2f} files/s,"
+                      f" peak RSS {run.peak_rss / MB:.0f} MB ({run.check})",
                       flush=True)  # fmt: skip
                 shutil.rmtree(where, ignore_errors=True)
     scratch.stamp_cleanup(cache)
 
     report.print_table(
         f"thumbnail 320 + preview 1280 (WebP) per file, {PARALLELISM} decodes at a time;"
-        f" {report.machine()}",
-        ["tool", "files", "files/s", "derivatives/s", "busy s", "wall s", "peak RSS MB",
-         "peak PSS MB", "CPU/file ms", "machine CPU s", "check"],
-        [[r.tool, r.files, r.files_per_s, 2 * r.files_per_s, r.busy, r.wall, r.peak_rss / MB,
-          r.peak_pss / MB, r.cpu_per_file_ms, r.cpu, r.check] for r in runs],
+        f" every run; {report.machine()}",
+        ["tool", "files", "files/s", "busy s", "wall s", "peak RSS MB", "peak PSS MB",
+         "own RSS MB", "CPU/file ms", "other CPUs", "check"],
+        [[r.tool, r.files, r.busy_files_per_s, r.busy_seconds, r.seconds, r.peak_rss / MB,
+          r.peak_pss / MB, r.own_peak_rss / MB, cpu_per_file_ms(r), r.others, r.check]
+         for r in runs],
     )  # fmt: skip
-
-    def best(tool: str) -> Run | None:
-        found = [r for r in runs if r.tool == tool and r.ok]
-        return max(found, key=lambda r: r.files_per_s) if found else None
+    tools = list(dict.fromkeys(r.tool for r in runs))
+    rate = {
+        t: report.median([r.busy_files_per_s for r in runs if r.tool == t and r.ok]) for t in tools
+    }
+    report.print_table(
+        f"medians over {args.rounds} alternating round(s); peaks are the largest of any round",
+        ["tool", "files/s", "derivatives/s", "CPU/file ms", "peak RSS MB", "peak PSS MB"],
+        [[t, rate[t], 2 * rate[t],
+          report.median([cpu_per_file_ms(r) for r in runs if r.tool == t]),
+          max(r.peak_rss for r in runs if r.tool == t) / MB,
+          max(r.peak_pss for r in runs if r.tool == t) / MB] for t in tools],
+    )  # fmt: skip
 
     verdict = targets.Verdict()
     verdict.check(r.ok for r in runs)
-    mediad, pillow, pyvips = best("mediad"), best("pillow"), best("pyvips")
+    scripts = [t for t in SCRIPTS if t in rate and not math.isnan(rate[t])]
     judged = []
-    if mediad is not None and (pillow or pyvips):
-        faster = max([r for r in (pillow, pyvips) if r], key=lambda r: r.files_per_s)
+    if "mediad" in rate and scripts:
+        faster = max(scripts, key=lambda t: rate[t])
         judged.append(verdict.judge(targets.Target(
-            f"mediad / {faster.tool} (the faster script), files/s",
-            report.ratio(mediad.files_per_s, faster.files_per_s), TARGET_RATIO,
+            f"mediad / {faster} (the faster script), files/s",
+            report.ratio(rate["mediad"], rate[faster]), TARGET_RATIO,
         )))  # fmt: skip
     else:
         verdict.not_measured("mediad against the scripts")
-    if mediad is not None:
-        peak = max(r.peak_rss for r in runs if r.tool.startswith("mediad"))
+    daemon = [r for r in runs if r.tool.startswith("mediad")]
+    if daemon:
         judged.append(verdict.judge(targets.Target(
-            "mediad peak RSS (daemon, forkserver, decoder workers)", peak / MB,
-            TARGET_RSS / MB, unit=" MB", below=True,
+            "mediad peak RSS, summed over its process tree (shared pages in each)",
+            max(r.peak_rss for r in daemon) / MB, TARGET_RSS / MB, unit=" MB", below=True,
         )))  # fmt: skip
+        pss = max(r.peak_pss for r in daemon) / MB
+        print(f"(mediad's peak PSS, each shared page counted once: {pss:.0f} MB)")
     verdict.print_targets("targets", judged)
     return verdict.exit_status()
+
+
+def cpu_per_file_ms(run: Run) -> float:
+    """The tool's own CPU per file, its descendants' and (for mediad) PostgreSQL's included:
+    steadier than rates on a shared machine."""
+    return report.rate(
+        1000 * (run.cpu_seconds + run.split.services.get("postgres", 0.0)), run.files
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import sys
 import time
@@ -158,7 +159,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
+def _start_workers_as_a_module() -> None:
+    """Have the decoder workers start as `python -m mediad` starts them: without running the
+    `mediad` console script again.
+
+    multiprocessing runs the main script again in every worker it starts, unless the main
+    module is a package's `__main__`; the console script imports this module and with it the
+    whole daemon (asyncpg, aiohttp, botocore: 46 MB), which the forkserver then had to hold
+    for every worker to share, though no worker ever used any of it. The script's only code is
+    the call of this function, so naming `mediad.__main__` (which runs the same) as its module
+    changes nothing else. Only the console script is named so: whoever else calls this
+    function (a test, a program of one's own) keeps its own `__main__`.
+    """
+    script = sys.modules.get("__main__")
+    if script is None or getattr(script, "__spec__", None) is not None:
+        return  # `python -m mediad`, or another package's main
+    if getattr(script, "main", None) is not main:
+        return  # not the `mediad` console script
+    script.__spec__ = importlib.util.find_spec("mediad.__main__")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _start_workers_as_a_module()
     args = _parser().parse_args(argv)
     try:
         cfg = config.load(config.find_config_path(args.config))

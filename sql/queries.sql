@@ -416,10 +416,10 @@ INSERT INTO mediad_migrations (version, name) VALUES ($1, $2);
 -- evict_candidates --
 -- Local files under the store ($1, with its trailing slash) that nothing needs locally any more:
 -- every row pointing at one is archived and done with every stage eviction waits for. Least recently
--- downloaded first, paged on (last_used, path) after ($2, $3); only files stored on this node
--- ($5), since another host's store may use the same path.
+-- used first (downloaded, or brought back by `mediad restore`), paged on (last_used, path) after
+-- ($2, $3); only files stored on this node ($5), since another host's store may use the same path.
 SELECT local_file_path,
-    max(coalesce(downloaded_at, created_at)) AS last_used,
+    max(greatest(coalesce(downloaded_at, created_at), restored_at)) AS last_used,
     min(sha256_sum) AS sha256_sum,
     min(md5_sum) AS md5_sum,
     max(file_size) AS file_size,
@@ -431,7 +431,8 @@ WHERE local_file_path IS NOT NULL
   AND (storage_node IS NULL OR storage_node = $5)
 GROUP BY local_file_path
 HAVING bool_and(archive_url IS NOT NULL AND {evictable})
-   AND (max(coalesce(downloaded_at, created_at)), local_file_path) > ($2::timestamptz, $3::text)
+   AND (max(greatest(coalesce(downloaded_at, created_at), restored_at)), local_file_path)
+       > ($2::timestamptz, $3::text)
 ORDER BY last_used, local_file_path
 LIMIT $4;
 
@@ -516,6 +517,8 @@ RETURNING p.media_id;
 UPDATE post_media AS p
 SET local_file_path = $2,
     hosted_url = $3,
+    -- A file brought back is wanted now: eviction must not take it first (0008).
+    restored_at = CASE WHEN $4::text = 'local_file_restored' THEN now() ELSE p.restored_at END,
     ai_analysis_log = p.ai_analysis_log || mediad_event($4::text, 'success',
         jsonb_build_object('path', $5::text, 'source', $6::text, 'by', $7::text))
 WHERE p.media_id = ANY($1::text[])

@@ -1,5 +1,5 @@
-"""The files measured: camera photos, PNG bombs and one big MP4 (cached between runs), random
-stored files."""
+"""The files measured: camera photos (platform-sized and full-size 12 MP), PNG bombs, large PNGs
+and one big MP4 (cached between runs), random stored files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import random
 import shutil
 import struct
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -97,14 +98,9 @@ def _write_readable(path: Path, data: bytes) -> None:
 def photos(cache: Path, count: int) -> list[CorpusFile]:
     """`count` distinct photos under `cache`, generated once and reused while the cache lives."""
     folder = f"photos-{CORPUS_VERSION}-n{count}"
-    directory = cache / folder
-    manifest = directory / "manifest.json"
-    if manifest.exists():
-        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(mode=0o755, parents=True)
-    directory.chmod(0o755)
+    cached = _cached(cache, folder)
+    if cached is not None:
+        return cached
     started = time.perf_counter()
     bases = min(BASE_PHOTOS, count)
     rng = random.Random(20240506)
@@ -112,21 +108,14 @@ def photos(cache: Path, count: int) -> list[CorpusFile]:
     print(f"generating {count:,} photos from {bases} encoded pictures ...", flush=True)
     with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         base_photos = list(pool.map(_make_photo_job, jobs))
-    files: list[CorpusFile] = []
-    for index in range(count):
-        data = with_comment(base_photos[index % bases], f"mediad-bench photo {index}".encode())
-        name = f"{index:05d}.jpg"
-        _write_readable(directory / name, data)
-        files.append(
-            CorpusFile(
-                f"{folder}/{name}",
-                len(data),
-                hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                hashlib.sha256(data).hexdigest(),
-            )
+    made = (
+        (
+            f"{index:05d}.jpg",
+            with_comment(base_photos[index % bases], f"mediad-bench photo {index}".encode()),
         )
-    _check_photo_decodes(directory / files[-1].name.rpartition("/")[2])
-    manifest.write_text(json.dumps([vars(f) for f in files]))
+        for index in range(count)
+    )
+    files = _written(cache, folder, made, check=_check_photo_decodes)
     print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
     return files
 
@@ -191,22 +180,133 @@ def bombs(cache: Path, count: int, side: int) -> list[CorpusFile]:
     `huge_png`, a few stripes on black), about 0.7 MB each on the wire for 13000x13000, and
     `side`^2 x 4 bytes each decoded; generated once and reused while the cache lives."""
     folder = f"bombs-{CORPUS_VERSION}-{side}x{side}-n{count}"
-    directory = cache / folder
-    manifest = directory / "manifest.json"
-    if manifest.exists():
-        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
+    cached = _cached(cache, folder)
+    if cached is not None:
+        return cached
     from tests import media
 
+    started = time.perf_counter()
+    print(f"generating {count} {side}x{side} PNG bombs ...", flush=True)
+    made = ((f"bomb{seed}.png", media.huge_png(side, side, seed=seed)) for seed in range(count))
+    files = _written(cache, folder, made)
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return files
+
+
+# --- full-size camera photos and large PNGs (the derive benchmark's) -------------------------
+
+# Distinct 12 MP pictures encoded; every photo is one of them with its own COM segment.
+BASE_FULL_SIZE_PHOTOS = 8
+FULL_SIZE = (4000, 3000)
+
+
+def full_size_photo(seed: int) -> bytes:
+    """A 12 MP camera-like JPEG (4000x3000, quality 90, about 3.3 MB): smooth colour fields,
+    some finer detail and sensor grain, and camera EXIF with GPS."""
+    from PIL import Image, ImageChops
+
+    from tests import media
+
+    width, height = FULL_SIZE
+    base = media.noise_image(width // 80, height // 80, seed=seed)
+    detail = media.noise_image(width // 16, height // 16, seed=seed + 1000)
+    picture = Image.blend(
+        base.resize((width, height), Image.Resampling.BICUBIC),
+        detail.resize((width, height), Image.Resampling.BICUBIC),
+        0.15,
+    )
+    rng = random.Random(seed)
+    grain = Image.frombytes("L", (width, height), rng.randbytes(width * height))
+    grain = grain.point(lambda v: 120 + v * 16 // 255)
+    picture = ImageChops.add(picture, Image.merge("RGB", (grain, grain, grain)), 1, -128)
+    exif = media.camera_exif(gps=(rng.uniform(0, 80), rng.uniform(0, 170)))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=90, exif=exif)
+    return out.getvalue()
+
+
+def large_png(side: int) -> bytes:
+    """A large RGB PNG of smooth colour fields (zlib level 1, as a screenshot tool writes):
+    146 MB for 13000x13000, where `bombs` are small on the wire."""
+    from PIL import Image
+
+    from tests import media
+
+    small = media.noise_image(max(2, side // 64), max(2, side // 64), seed=77)
+    out = io.BytesIO()
+    small.resize((side, side), Image.Resampling.BILINEAR).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def with_text_chunk(png: bytes, text: bytes) -> bytes:
+    """`png` with a tEXt chunk after its IHDR: other bytes, the same picture."""
+    end_of_ihdr = 8 + 12 + int.from_bytes(png[8:12], "big")
+    body = b"Comment\x00" + text
+    chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
+    chunk += zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+def photos_and_pngs(cache: Path, photos: int, pngs: int, side: int) -> list[CorpusFile]:
+    """`photos` distinct 12 MP photos and `pngs` distinct `side`x`side` PNGs (one picture, each
+    with its own tEXt chunk) spread evenly among them, generated once and reused while the
+    cache lives."""
+    folder = f"derive-v1-p{photos}-n{pngs}-s{side}"
+    cached = _cached(cache, folder)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    bases = min(BASE_FULL_SIZE_PHOTOS, photos)
+    print(f"generating {photos:,} 12 MP photos from {bases} pictures and {pngs} PNGs ...")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        base_photos = list(pool.map(full_size_photo, range(bases)))
+        base_png = pool.submit(large_png, side).result() if pngs else b""
+    names = [f"{i:05d}.jpg" for i in range(photos)]
+    every = max(1, len(names) // max(pngs, 1))
+    for index in range(pngs):
+        names.insert(min(len(names), index * (every + 1)), f"big-{index:03d}.png")
+
+    def made() -> Iterator[tuple[str, bytes]]:
+        for name in names:
+            if name.endswith(".png"):
+                yield name, with_text_chunk(base_png, name.encode())
+            else:
+                index = int(name.partition(".")[0])
+                yield name, with_comment(base_photos[index % bases], f"photo {index}".encode())
+
+    files = _written(cache, folder, made())
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    return files
+
+
+# --- a corpus on disk -------------------------------------------------------------------------
+
+
+def _cached(cache: Path, folder: str) -> list[CorpusFile] | None:
+    """The files of `cache/folder` when it was generated in full (its manifest is written
+    last); None when it must be generated again."""
+    manifest = cache / folder / "manifest.json"
+    if manifest.exists():
+        return [CorpusFile(**entry) for entry in json.loads(manifest.read_text())]
+    return None
+
+
+def _written(
+    cache: Path,
+    folder: str,
+    made: Iterable[tuple[str, bytes]],
+    *,
+    check: Callable[[Path], None] | None = None,
+) -> list[CorpusFile]:
+    """Write each (name, bytes) of `made` into a fresh `cache/folder`, readable by everyone,
+    with its digests; `check` the last file written; then the manifest (the corpus is whole)."""
+    directory = cache / folder
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(mode=0o755, parents=True)
     directory.chmod(0o755)
-    started = time.perf_counter()
-    print(f"generating {count} {side}x{side} PNG bombs ...", flush=True)
-    files = []
-    for seed in range(count):
-        data = media.huge_png(side, side, seed=seed)
-        name = f"bomb{seed}.png"
+    files: list[CorpusFile] = []
+    for name, data in made:
         _write_readable(directory / name, data)
         files.append(
             CorpusFile(
@@ -216,8 +316,9 @@ def bombs(cache: Path, count: int, side: int) -> list[CorpusFile]:
                 hashlib.sha256(data).hexdigest(),
             )
         )
-    manifest.write_text(json.dumps([vars(f) for f in files]))
-    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    if check is not None and files:
+        check(directory / files[-1].name.rpartition("/")[2])
+    (directory / "manifest.json").write_text(json.dumps([vars(f) for f in files]))
     return files
 
 

@@ -2,11 +2,12 @@
 store holds at most a given size. Rows keep their archive_url; local_file_path (and hosted_url)
 are cleared, with a `local_file_evicted` event.
 
-Recency is the latest `downloaded_at` of the rows sharing the file (a later download of the same
-bytes makes it recent again): mediad does not see the reads nginx serves, and atime is unreliable
-(noatime mounts, backups). A file is evicted only when every row that points at it has finished
-downloading, archiving and analysis (nothing still needs the local bytes), and only after a HEAD
-shows its object still holds those bytes.
+Recency is the latest `downloaded_at` or `restored_at` of the rows sharing the file (a later
+download of the same bytes, or `mediad restore` bringing it back, makes it recent again): mediad
+does not see the reads nginx serves, and atime is unreliable (noatime mounts, backups). A file
+is evicted only when every row that points at it has finished downloading, archiving and
+analysis (nothing still needs the local bytes), and only after a HEAD shows its object still
+holds those bytes.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ wrote. A worker that dies or overruns its time is replaced and only its own task
 are admitted first come, first served, while their pixel bytes fit in `media.decode_memory`.
 
 Every worker runs the main script again before its own code (multiprocessing does, for spawn and
-forkserver alike): a script that opens a pool keeps its work under `if __name__ == "__main__":`,
-as the `mediad` command does.
+forkserver alike, unless the main module is a package's `__main__`): a script that opens a pool
+keeps its work under `if __name__ == "__main__":`. The `mediad` command's workers do not run it
+(cli.py names `mediad.__main__` as its module), so they hold none of the daemon's imports.
 """
 
 from __future__ import annotations

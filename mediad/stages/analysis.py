@@ -28,11 +28,14 @@ from mediad.config import AnalysisConfig
 from mediad.media import decoders
 from mediad.media.decoders import DecoderPool
 from mediad.resources import Resources
+from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
 from mediad.storage import originals
 from mediad.storage.local import Store
 
 log = structlog.get_logger(__name__)
+# One analysis: its document, its (input, output) tokens and its cost in USD.
+_Analysed = tuple[dict[str, Any], tuple[int, int], float]
 
 # Frames of a video that are analysed, as fractions of its length.
 VIDEO_FRAMES = (0.25, 0.5, 0.75)
@@ -156,7 +159,7 @@ class Analyser:
         self._store = store
         self._archive = archive
         self._sql = queries.plain()
-        self._in_flight: dict[tuple[str, ...], asyncio.Future[dict[str, Any]]] = {}
+        self._in_flight: SingleFlight[tuple[str, ...], _Analysed] = SingleFlight()
         self._spent: tuple[float, float] | None = None  # (read at, USD today)
 
     async def process(self, row: Row) -> Result:
@@ -175,29 +178,14 @@ class Analyser:
         cached = await self._pool.fetchval(self._sql["analysis_cached"], *key)
         if cached is not None:
             return self._result(cached, started, cached=True)
-        shared = self._in_flight.get(key)
-        if shared is not None:
-            # The same bytes are being analysed for another row right now: wait for that one.
-            return self._result(await asyncio.shield(shared), started, cached=True)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
-        try:
-            doc, tokens, cost = await self._analyse(row, key)
-        except BaseException as exc:
-            future.set_exception(
-                exc if isinstance(exc, Exception) else errors.TransientError("interrupted")
-            )
-            future.exception()  # retrieved: a fetch nobody shared logs no "never retrieved"
-            raise
-        else:
-            future.set_result(doc)
-        finally:
-            del self._in_flight[key]
+        # The same bytes analysed for another row right now: that one's answer, once.
+        analysed, shared = await self._in_flight.run(key, lambda: self._analyse(row, key))
+        doc, tokens, cost = analysed
+        if shared:
+            return self._result(doc, started, cached=True)
         return self._result(doc, started, cached=False, tokens=tokens, cost=cost)
 
-    async def _analyse(
-        self, row: Row, key: tuple[str, ...]
-    ) -> tuple[dict[str, Any], tuple[int, int], float]:
+    async def _analyse(self, row: Row, key: tuple[str, ...]) -> _Analysed:
         await self._check_budget()
         async with self._source(row) as path:
             analysed = await self._backend.describe(path, row.mime_type or "")

@@ -26,6 +26,7 @@ from mediad import errors, queries, stages
 from mediad.config import DeriveConfig
 from mediad.media import decoders, derivatives
 from mediad.resources import Resources
+from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
 from mediad.storage import originals
 from mediad.storage.local import Store, StoredFile, TempFile
@@ -40,6 +41,9 @@ PUBLIC_EXTENSIONS = {
     "image/jpeg": "jpg", "image/png": "png", "image/apng": "png", "image/webp": "webp",
 }  # fmt: skip
 _THREADS = 8
+# Hex digits of a derivative's own SHA-256 in its URL's `?v=`: 64 bits, for the URL to change
+# whenever the bytes at its path do.
+URL_VERSION_DIGITS = 16
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +125,7 @@ class Deriver:
         self._executor = executor
         self._node = storage_node
         self._sql = queries.plain()
-        self._in_flight: dict[str, asyncio.Future[Made]] = {}
+        self._in_flight: SingleFlight[str, Made] = SingleFlight()
 
     async def process(self, row: Row) -> Result:
         started = time.monotonic()
@@ -129,25 +133,9 @@ class Deriver:
         reused = await self._reuse(row, sha256)
         if reused is not None:
             return reused
-        shared = self._in_flight.get(sha256)
-        if shared is not None:
-            # The same bytes are being derived for another row right now: the same files.
-            return self._result(row, await asyncio.shield(shared), started, shared=True)
-        future: asyncio.Future[Made] = asyncio.get_running_loop().create_future()
-        self._in_flight[sha256] = future
-        try:
-            made = await self._derive(row, kind, sha256)
-        except BaseException as exc:
-            future.set_exception(
-                exc if isinstance(exc, Exception) else errors.TransientError("interrupted")
-            )
-            future.exception()  # retrieved: a derive nobody shared logs no "never retrieved"
-            raise
-        else:
-            future.set_result(made)
-        finally:
-            del self._in_flight[sha256]
-        return self._result(row, made, started)
+        # The same bytes being derived for another row right now: the same files.
+        made, shared = await self._in_flight.run(sha256, lambda: self._derive(row, kind, sha256))
+        return self._result(row, made, started, shared=shared)
 
     async def rederive(self, row: Row) -> Result:
         """Derive the row's bytes again, whatever another row recorded (`verify --repair`)."""
@@ -322,7 +310,7 @@ class Deriver:
             described = outputs.get(kind, {})
             derived[kind] = {
                 "path": str(stored.path),
-                "url": stored.hosted_url,
+                "url": versioned_url(stored.hosted_url, stored.sha256),
                 "width": described.get("width", row.width),
                 "height": described.get("height", row.height),
                 "file_size": stored.size,
@@ -371,6 +359,18 @@ def _checked(row: Row) -> tuple[str, str]:
     if not _SHA256.fullmatch(sha256):
         raise errors.PermanentError("the row has no valid SHA-256", error_code="bad_digests")
     return kind, sha256
+
+
+def versioned_url(hosted_url: str | None, sha256: str) -> str | None:
+    """A derivative's URL: its hosted URL with `?v=` and the start of its own SHA-256.
+
+    A derivative's path is named by its source's SHA-256, and nginx serves it as immutable;
+    but its bytes change when it is made again at another size (`mediad derive`), and a cache
+    would serve the old ones forever. The version makes that a new URL; nginx ignores it.
+    """
+    if hosted_url is None:
+        return None
+    return f"{hosted_url}?v={sha256[:URL_VERSION_DIGITS]}"
 
 
 def _url(derived: dict[str, Any], kind: str) -> str | None:

@@ -23,6 +23,7 @@ from mediad.net import platforms
 from mediad.net.breaker import HostBreaker
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
 from mediad.resources import Resources
+from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
 from mediad.storage.local import Store, StoredFile, TempFile
 
@@ -122,7 +123,10 @@ class Downloader:
         self._fetcher = fetcher
         self._decoders = decoder_pool
         self._breaker = breaker or HostBreaker()
-        self._in_flight: dict[str, asyncio.Future[Downloaded]] = {}
+        # The same URL wanted by two rows at once is fetched once.
+        self._in_flight: SingleFlight[str, Downloaded] = SingleFlight(
+            lambda: errors.TransientFetchError("the shared download was interrupted")
+        )
         # Where files' blocking work runs (None: the event loop's default executor); a file
         # waits for one of `_THREADS` slots here, rather than in the executor's queue, so a
         # cancelled row never leaves work queued.
@@ -147,26 +151,10 @@ class Downloader:
         return _result(row, done, expires_at, self._storage_node)
 
     async def _single_flight(self, source: str, expires_at: datetime | None) -> Downloaded:
-        shared = self._in_flight.get(source)
-        if shared is not None:
+        if source in self._in_flight:
             log.info("download_shared", source=platforms.redact_url(source))
-            return await asyncio.shield(shared)
-        future: asyncio.Future[Downloaded] = asyncio.get_running_loop().create_future()
-        self._in_flight[source] = future
-        try:
-            done = await self._download(source, expires_at)
-        except asyncio.CancelledError:
-            # Our lease was lost or we are stopping; the rows sharing this fetch are not.
-            _fail(future, errors.TransientFetchError("the shared download was interrupted"))
-            raise
-        except Exception as exc:
-            _fail(future, exc)
-            raise
-        else:
-            future.set_result(done)
-            return done
-        finally:
-            del self._in_flight[source]
+        done, _ = await self._in_flight.run(source, lambda: self._download(source, expires_at))
+        return done
 
     async def _download(self, source: str, expires_at: datetime | None) -> Downloaded:
         host = URL(source).host or ""
@@ -291,11 +279,6 @@ def _sniffed(head: bytes | None) -> str | None:
         return sniff.media_type(head)
     except errors.MediadError:
         return None
-
-
-def _fail(future: asyncio.Future[Downloaded], exc: BaseException) -> None:
-    future.set_exception(exc)
-    future.exception()  # retrieved here, so a fetch nobody shared logs no "never retrieved"
 
 
 def _result(

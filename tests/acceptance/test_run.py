@@ -39,7 +39,9 @@ class Origin:
         if kind == "hold":
             self.event(self.arrived, name).set()
             await self.event(self.release, name).wait()
-        body = media.jpeg_with_exif(seed=hash(name) % 1000)
+        # Each name its own picture (rows of one name share bytes, as a retry refetches):
+        # the seed is the name's own bytes, the same on every run and never another name's.
+        body = media.jpeg_with_exif(seed=int.from_bytes(name.encode(), "big"))
         return web.Response(body=body, content_type="image/jpeg")
 
 

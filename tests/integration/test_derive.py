@@ -236,7 +236,7 @@ async def test_a_video_gets_a_poster_thumbnail(
     assert set(r["derivatives"]) == {"thumbnail", "preview"}
     thumbnail = opened(r["derivatives"]["thumbnail"])
     assert thumbnail.format == "WEBP" and thumbnail.size == (48, 64)
-    assert r["thumbnail_url"].endswith(".webp")
+    assert r["thumbnail_url"].partition("?")[0].endswith(".webp")
     source = r["metadata"]["derive"]["source"]
     assert source["engine"] == "pyav" and 0.1 <= source["poster_seconds"] <= 0.4
 
@@ -388,6 +388,12 @@ async def test_a_size_change_and_mediad_derive_replace_the_old_files(
     assert thumbnail["path"] == before["derivatives"]["thumbnail"]["path"]
     assert opened(thumbnail).size == (32, 24) == (thumbnail["width"], thumbnail["height"])
     assert thumbnail["sha256"] != before["derivatives"]["thumbnail"]["sha256"]
+    # nginx serves derived/ as immutable: new bytes at the same path need a new URL, or a cache
+    # would serve the old thumbnail forever. The URL names the file's path and its own digest.
+    old_url = before["derivatives"]["thumbnail"]["url"]
+    assert thumbnail["url"] != old_url and after["thumbnail_url"] == thumbnail["url"]
+    assert thumbnail["url"].partition("?")[0] == old_url.partition("?")[0]
+    assert thumbnail["url"].endswith(f"?v={thumbnail['sha256'][:16]}")
     assert "optimized" not in after["derivatives"]
     assert derived_files(root, "optimized", after["sha256_sum"]) == []
     assert [e["details"]["stage"] for e in events(after, "requeued")] == ["derive"]
@@ -396,7 +402,8 @@ async def test_a_size_change_and_mediad_derive_replace_the_old_files(
 async def test_mediad_derive_takes_every_row_of_the_same_bytes(
     db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
 ) -> None:
-    """Naming one row re-queues the rows that share its bytes too (they share its files)."""
+    """Naming one row, or its post, re-queues the rows that share its bytes too (they share
+    its files)."""
     cfg = derive_config(tmp_path / "media")
     data = media.jpeg(seed=31)
     files = [(data, "image/jpeg"), (data, "image/jpeg"), (media.png(), "image/png")]
@@ -404,6 +411,12 @@ async def test_mediad_derive_takes_every_row_of_the_same_bytes(
     await run_derive(cfg, db_url)
     assert sorted(await derive_commands.requeue(pool, media_ids=[ids[0]])) == sorted(ids[:2])
     assert (await row(pool, ids[2]))["derive_status"] == "completed"
+    # --post-id: the post's rows (with the rows sharing their bytes), no other post's.
+    first_post = (await row(pool, ids[0]))["post_id"]
+    await run_derive(cfg, db_url)
+    assert sorted(await derive_commands.requeue(pool, post_id=first_post)) == sorted(ids[:2])
+    assert (await row(pool, ids[2]))["derive_status"] == "completed"
+    assert (await row(pool, ids[1]))["derive_status"] == "not_started"
 
 
 async def test_verify_finds_damaged_derivatives_and_repair_makes_them_again(

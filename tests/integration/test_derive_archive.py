@@ -95,6 +95,39 @@ async def test_restore_brings_an_evicted_original_back(
     assert hashlib.sha256(read(original["local_file_path"])).hexdigest() == original["sha256_sum"]
 
 
+async def test_a_restored_file_counts_as_used_now_for_eviction(
+    db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """Eviction takes the least recently used file first. A file restored by `mediad restore`
+    is wanted now: the next eviction takes a file downloaded after it was, not the one just
+    brought back."""
+    cfg = settings(s3_server, tmp_path / "store")
+    store = Store.from_config(cfg.storage)
+    older, newer = await archived_and_derived(
+        db_url, pool, cfg, [media.jpeg_with_exif(seed=64), media.jpeg_with_exif(seed=65)]
+    )
+    for media_id, hours_ago in ((older, 2), (newer, 1)):
+        await pool.execute(
+            "UPDATE post_media SET downloaded_at = now() - make_interval(hours => $2)"
+            " WHERE media_id = $1",
+            media_id,
+            hours_ago,
+        )
+
+    async def evict_one() -> list[str]:
+        """Evict one file (the store one byte over); the media_ids left without a local file."""
+        async with s3.open_client(cfg.archive) as client:
+            report = await evict.evict(pool, store, client, evict.store_size(store) - 1, by="t")
+        assert report.evicted == 1
+        return [m for m in (older, newer) if (await row(pool, m))["local_file_path"] is None]
+
+    assert await evict_one() == [older]  # downloaded first, evicted first
+    async with s3.open_client(cfg.archive) as client:
+        assert (await restore.restore(pool, store, client, media_ids=[older])).restored == [older]
+    assert (await row(pool, older))["restored_at"] is not None
+    assert await evict_one() == [newer]  # the restored file stays
+
+
 async def test_restore_refuses_bytes_whose_sha256_is_not_the_rows(
     db_url: str, pool: asyncpg.Pool[Any], s3_server: SeaweedFS, tmp_path: Path
 ) -> None:
