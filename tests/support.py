@@ -20,7 +20,9 @@ from mediad.stage import Opener, Result, Row, Stage
 
 
 def make_config(**overrides: str) -> config.Config:
-    """A config from defaults plus MEDIAD_* style overrides given as section_key=value."""
+    """A config from defaults plus MEDIAD_* style overrides given as section_key=value; the HTTP
+    endpoint is off unless asked for (tests run side by side must not contend for its port)."""
+    overrides = {"http_listen": "", **overrides}
     env = {"MEDIAD_" + key.upper(): value for key, value in overrides.items()}
     return config.load(None, env=env)
 
