@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -189,10 +189,16 @@ class Dashboard:
             row, presign=self._presigner(), expiry=self._config.archive.presign_expiry
         )
         followable = best.kind != "original" or platforms.redact_url(best.url) == best.url
+        # An original known to be dead (its download failed, its signature expired) would only
+        # show a broken picture.
+        dead = best.kind == "original" and (
+            row.get("download_status") == "failed"
+            or (best.expires_at is not None and best.expires_at <= datetime.now(UTC))
+        )
         is_picture = (row.get("mime_type") or "").startswith("image/") or (
             not row.get("mime_type") and row.get("media_type") in ("image", "gif")
         )
-        display = best.url if followable and is_picture else None
+        display = best.url if followable and is_picture and not dead else None
         return {
             "media_id": row["media_id"],
             "post_id": row["post_id"],
