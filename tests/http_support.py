@@ -51,6 +51,16 @@ def parse(text: str) -> Samples:
     }
 
 
+def names(text: str) -> set[str]:
+    """The metric families and sample names of an exposition (a labelled counter that never
+    counted has its family, but no sample)."""
+    found = set()
+    for family in text_string_to_metric_families(text):
+        found.add(family.name)
+        found.update(sample.name for sample in family.samples)
+    return found
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value; 0 when absent (a counter never incremented has no labelled child)."""
     return samples.get((name, frozenset(labels.items())), 0.0)

@@ -34,8 +34,6 @@ log = structlog.get_logger(__name__)
 _REFRESH_WAIT = 2.0
 # A refresh that takes longer than this is abandoned: the database is wedged.
 _REFRESH_TIMEOUT = 30.0
-# Walking the store stats every file: done at most this often, in a thread.
-_STORE_WALK_INTERVAL = 300.0
 
 
 class CountsCache:
@@ -134,20 +132,26 @@ class RowsCollector(Collector):
 
 
 class StoreCollector(Collector):
-    """`mediad_store_bytes`: the files in the local store, walked on disk every few minutes in
-    a thread (the walk stats every file), never during a scrape."""
+    """`mediad_store_bytes`: the original files in the local store, walked on disk in a thread
+    (the walk stats every file) at most every `interval` seconds, storage.evict_interval: how
+    often the daemon measures the store for eviction too."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, interval: float) -> None:
         self._store = store
+        self._interval = interval
         self._bytes: int | None = None
         self._walked_at = float("-inf")
         self._walking: asyncio.Task[None] | None = None
 
-    def start_walk(self) -> None:
-        """Walk now if the last walk is old (called by each scrape; returns at once)."""
-        if self._walking is None and time.monotonic() - self._walked_at >= _STORE_WALK_INTERVAL:
+    async def fresh(self) -> None:
+        """Walk if the last walk is old, waiting a moment for it (a long walk goes on, and a
+        later scrape gets its result)."""
+        if self._walking is None and time.monotonic() - self._walked_at >= self._interval:
             self._walked_at = time.monotonic()
             self._walking = asyncio.create_task(self._walk(), name="http-store-size")
+        if self._walking is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._walking), _REFRESH_WAIT)
 
     async def _walk(self) -> None:
         try:

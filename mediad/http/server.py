@@ -126,8 +126,7 @@ class Endpoint:
         ]
 
     async def metrics(self, _request: web.Request) -> web.Response:
-        await self._counts.fresh()
-        self._store_sizes.start_walk()
+        await asyncio.gather(self._counts.fresh(), self._store_sizes.fresh())
         body = generate_latest(self._exposition)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -229,7 +228,7 @@ async def serving(
         stack.push_async_callback(pool.close)
         counts = collectors.CountsCache(pool, registry, http.counts_max_age)
         stack.push_async_callback(counts.close)
-        store_sizes = collectors.StoreCollector(resources.store)
+        store_sizes = collectors.StoreCollector(resources.store, config.storage.evict_interval)
         stack.push_async_callback(store_sizes.close)
         app = web.Application(middlewares=[_authorization(token), _database_errors])
         app.add_routes(Endpoint(config, pool, counts, store_sizes, pools).routes())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -16,12 +17,13 @@ import asyncpg
 import pytest
 
 from tests import media
-from tests.http_support import serving_daemon, value
+from tests.http_support import names, serving_daemon, value
 from tests.nginx_support import free_port
 from tests.origin import Origin, serving, status
 from tests.support import insert_rows, noop, trivial_openers, wait_for
 
 ALLOWED = "127.0.0.1/32"
+GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 
 
 @pytest.fixture
@@ -36,6 +38,8 @@ def download_settings(tmp_path: Path) -> dict[str, str]:
         "download_allowed_networks": ALLOWED,
         "derive_enabled": "false",
         "daemon_poll_interval": "200ms",
+        # The store is measured at every scrape.
+        "storage_evict_interval": "1ms",
     }
 
 
@@ -74,6 +78,7 @@ async def test_metrics_match_the_database_after_a_run(
         await insert_urls(pool, urls)
         await wait_for(lambda: all_downloads_finished(pool), within=60)
         after = await served.metrics()
+        exposed = names((await served.get("/metrics"))[1])
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -100,6 +105,11 @@ async def test_metrics_match_the_database_after_a_run(
     assert delta("mediad_download_seconds_count") == 3
     assert delta("mediad_dedup_hits_total") == 1
     assert value(after, "mediad_stage_paused", stage="download") == 0
+    assert value(after, "mediad_store_bytes") == stored - len(photo)  # the duplicate is one file
+    # Every metric the shipped Grafana dashboard graphs is one the endpoint serves.
+    graphed = set(re.findall(r"mediad_[a-z_]+", GRAFANA.read_text()))
+    missing = {g for g in graphed if g not in exposed and g.removesuffix("_total") not in exposed}
+    assert graphed and not missing, missing
 
 
 async def test_metrics_answer_while_the_database_is_down(
