@@ -69,20 +69,20 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 @contextlib.asynccontextmanager
 async def serving_daemon(
     db_url: str,
+    settings: Mapping[str, str] | None = None,
     *,
     openers: Mapping[str, Opener] | None = None,
     host: str = "127.0.0.1",
-    headers: Mapping[str, str] | None = None,
     **overrides: str,
 ) -> AsyncIterator[Served]:
     """`mediad run` in the background with http.listen on a free port (row counts never
-    cached), until the block ends."""
+    cached) and `settings` and `overrides` (section_key=value), until the block ends."""
     port = free_port()
-    settings = {"http_listen": f"{host}:{port}", "http_counts_max_age": "0s"}
-    cfg = make_config(**(settings | overrides))
+    endpoint = {"http_listen": f"{host}:{port}", "http_counts_max_age": "0s"}
+    cfg = make_config(**(endpoint | dict(settings or {}) | overrides))
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(cfg, url=db_url, openers=openers, stop=stop))
-    async with aiohttp.ClientSession(headers=headers) as session:
+    async with aiohttp.ClientSession() as session:
         served = Served(f"http://127.0.0.1:{port}", session, stop)
 
         async def up() -> bool:

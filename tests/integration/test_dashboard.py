@@ -62,7 +62,7 @@ async def test_the_dashboard_loads_in_chromium_with_every_thumbnail(
             "media_workers": "1",
             "daemon_poll_interval": "200ms",
         }
-        async with serving_daemon(db_url, **settings) as served:
+        async with serving_daemon(db_url, settings) as served:
             ids = [
                 await pool.fetchval(
                     "INSERT INTO post_media (post_id, media_url, media_type)"

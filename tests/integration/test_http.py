@@ -73,7 +73,7 @@ async def test_metrics_match_the_database_after_a_run(
         origin.serve("/same-as-a.jpg", photo, content_type="image/jpeg"),
         origin.route("/gone.jpg", status(404)),
     ]
-    async with serving_daemon(db_url, **download_settings(tmp_path)) as served:
+    async with serving_daemon(db_url, download_settings(tmp_path)) as served:
         before = await served.metrics()
         await insert_urls(pool, urls)
         await wait_for(lambda: all_downloads_finished(pool), within=60)
@@ -186,7 +186,7 @@ async def test_ten_thousand_idle_connections_do_not_stop_the_stages(
     """10,000 connections opened to the endpoint and left idle: the daemon holds at most
     http.max_connections of them, and a photo enqueued meanwhile is still downloaded."""
     url = origin.serve("/photo.jpg", media.jpeg(seed=5), content_type="image/jpeg")
-    async with serving_daemon(db_url, **download_settings(tmp_path)) as served:
+    async with serving_daemon(db_url, download_settings(tmp_path)) as served:
         port = int(served.base.rsplit(":", 1)[1])
         idle: list[socket.socket] = []
         try:
@@ -201,6 +201,7 @@ async def test_ten_thousand_idle_connections_do_not_stop_the_stages(
                 "SELECT download_status, error_code FROM post_media WHERE media_id = $1",
                 media_id,
             )
+            assert done is not None
             assert dict(done) == {"download_status": "completed", "error_code": None}
             held = len(os.listdir(f"/proc/{os.getpid()}/fd"))
             # The 10,000 client ends are ours too (same process); the server's ends are bounded.
