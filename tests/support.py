@@ -84,6 +84,18 @@ async def insert_rows(
     return ids
 
 
+async def insert_urls(pool: asyncpg.Pool[Any], urls: list[str]) -> list[str]:
+    """One image row per URL, all of post `p`; their media_ids in order."""
+    return [
+        await pool.fetchval(
+            "INSERT INTO post_media (post_id, media_url, media_type) VALUES ('p', $1, 'image')"
+            " RETURNING media_id",
+            url,
+        )
+        for url in urls
+    ]
+
+
 async def row(pool: asyncpg.Pool[Any], media_id: str) -> Mapping[str, Any]:
     record = await pool.fetchrow("SELECT * FROM post_media WHERE media_id = $1", media_id)
     assert record is not None

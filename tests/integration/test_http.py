@@ -20,7 +20,7 @@ from tests import media
 from tests.http_support import names, serving_daemon, value
 from tests.nginx_support import free_port
 from tests.origin import Origin, serving, status
-from tests.support import insert_rows, noop, trivial_openers, wait_for
+from tests.support import insert_rows, insert_urls, noop, trivial_openers, wait_for
 
 ALLOWED = "127.0.0.1/32"
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
@@ -41,17 +41,6 @@ def download_settings(tmp_path: Path) -> dict[str, str]:
         # The store is measured at every scrape.
         "storage_evict_interval": "1ms",
     }
-
-
-async def insert_urls(pool: asyncpg.Pool[Any], urls: list[str]) -> list[str]:
-    return [
-        await pool.fetchval(
-            "INSERT INTO post_media (post_id, media_url, media_type) VALUES ('p', $1, 'image')"
-            " RETURNING media_id",
-            url,
-        )
-        for url in urls
-    ]
 
 
 async def all_downloads_finished(pool: asyncpg.Pool[Any]) -> bool:
