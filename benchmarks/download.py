@@ -726,8 +726,10 @@ def run_mediad(
         ok, check, completed = check_mediad_rows(rows, expected)
         if http:
             check += f"; /metrics scraped {scraper.scrapes} times ({scraper.failed} failed)"
-            # A run too short for a scrape measured nothing of the endpoint's cost.
-            ok = ok and scraper.scrapes > 0 and scraper.failed <= 1
+            # A run too short for a scrape measured nothing of the endpoint's cost; a scrape
+            # timing out now and then on a starved machine is no fault of the endpoint's, but
+            # more than one in ten is.
+            ok = ok and scraper.scrapes > 0 and scraper.failed * 10 <= scraper.scrapes
         if child.returncode != 0:
             ok = False
             check = f"exit status {child.returncode}; " + check
