@@ -24,10 +24,13 @@ run: $(VENV)/.installed-run
 	MEDIAD_LOG_FORMAT=$${MEDIAD_LOG_FORMAT:-console} $(BIN)/mediad run
 
 ## test: the whole suite against real services the tests start themselves (Debian's nginx,
-## for the test that serves deploy/nginx-media.conf, is installed when missing)
+## for the tests that serve deploy/nginx-media.conf, and Debian's chromium, which loads the
+## dashboard, are installed when missing)
 test: $(VENV)/.installed-test
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light)
+	@command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(BIN)/pytest
 
 ## lint: ruff (style and bugs) and mypy --strict

@@ -20,6 +20,10 @@ one big real MP4. In one run, side by side:
   of the photos, in one `mediad run --once`, with its seconds, its whole process tree's peak
   RSS and the rows completed; then the same in-process, for the contrast only (unless
   --skip bombs-in-process, or less than about 3.7 GB is available);
+- the photos once more a round with the HTTP endpoint on (http.listen on a free loopback port)
+  and /metrics scraped every second the way Prometheus scrapes it, against the same daemon with
+  it off (the first configuration above), in alternating order; judged on the median files/s
+  of the rounds (--skip http leaves it out);
 - a CDN-like scenario besides (never instead of) the zero-latency one (--latency-ms, 20 by
   default; 0 skips it): the photos (all of them, or the first --latency-photos) fetched by the
   same three tools from a second nginx that answers each request after N ms (3N for a
@@ -100,6 +104,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,11 +135,15 @@ TARGET_RSS_MB = 150.0
 TARGET_VS_IN_PROCESS = 0.95
 # The bombs beside photos: the whole daemon, decoder workers included, stays under this.
 TARGET_BOMBS_RSS_MB = 1200.0
+# The HTTP endpoint on and scraped every second must cost the downloads at most 3%.
+TARGET_HTTP_ON = 0.97
+SCRAPE_INTERVAL = 1.0
 
 # The two mediad configurations (tool names start with these; see `best`).
 MEDIAD = "mediad run --once"  # decoders in worker processes: the default
 IN_PROCESS = "mediad in-process"  # MEDIAD_MEDIA_IN_PROCESS=true: decoders in the daemon's threads
-TOOL_LABELS = {MEDIAD: "mediad", IN_PROCESS: "mediad in-process"}
+HTTP_ON = "mediad http on"  # the default, with http.listen on and /metrics scraped every second
+TOOL_LABELS = {MEDIAD: "mediad", IN_PROCESS: "mediad in-process", HTTP_ON: "mediad http on"}
 
 # The bombs table: BOMBS PNGs of BOMB_SIDE x BOMB_SIDE RGBA among BOMB_PHOTOS photos.
 BOMBS = 4
@@ -323,8 +332,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated: mediad,in-process,aria2c,seeds,curl,big,bombs,bombs-in-process"
-        " (in-process: mediad's runs with media.in_process, in every table)",
+        help="comma-separated: mediad,in-process,http,aria2c,seeds,curl,big,bombs,"
+        "bombs-in-process (in-process: mediad's runs with media.in_process, in every table;"
+        " http: the runs with the HTTP endpoint on and scraped)",
     )
     parser.add_argument(
         "--install-tools",
@@ -432,15 +442,24 @@ def fetch_photos(
     turn, `bench.repeat` times; the two mediad configurations swap places every round, so a
     drift in the machine's load favours neither."""
     done: list[Run] = []
-    configurations = [False] if "in-process" in bench.skip else [False, True]
+    # (in_process, http): the default first; the HTTP endpoint's cost on loopback only, where
+    # nothing waits and every CPU second it takes is throughput lost.
+    configurations = [(False, False)]
+    if "in-process" not in bench.skip:
+        configurations.append((True, False))
+    if "http" not in bench.skip and scenario == "photos":
+        configurations.append((False, True))
     for attempt in range(bench.repeat if files else 0):
         print(f"{label}, run {attempt + 1} of {bench.repeat}:", flush=True)
-        for in_process in configurations[:: -1 if attempt % 2 else 1]:
+        for in_process, http in configurations[:: -1 if attempt % 2 else 1]:
             if "mediad" in bench.skip:
                 break
             name = f"bench_dl_{scenario}_{attempt}" + ("_in_process" if in_process else "")
-            tool = mediad_tool(bench, in_process)
-            run = run_mediad(bench, account, name, tool, files, base_url, in_process=in_process)
+            name += "_http" if http else ""
+            tool = mediad_tool(bench, in_process, http)
+            run = run_mediad(
+                bench, account, name, tool, files, base_url, in_process=in_process, http=http
+            )
             done.append(print_run(run))
         if "aria2c" not in bench.skip:
             done.append(print_run(run_aria2(bench, account, files, base_url)))
@@ -449,8 +468,9 @@ def fetch_photos(
     return done
 
 
-def mediad_tool(bench: Bench, in_process: bool) -> str:
-    return f"{IN_PROCESS if in_process else MEDIAD} (c={bench.concurrency})"
+def mediad_tool(bench: Bench, in_process: bool, http: bool = False) -> str:
+    kind = HTTP_ON if http else IN_PROCESS if in_process else MEDIAD
+    return f"{kind} (c={bench.concurrency})"
 
 
 def fetch_bombs(
@@ -659,9 +679,11 @@ def run_mediad(
     base_url: str,
     *,
     in_process: bool = False,
+    http: bool = False,
 ) -> Run:
     """`mediad run --once` on `files`, with its decoders in worker processes (the default) or,
-    `in_process`, in the daemon's own threads (media.in_process, for this comparison only)."""
+    `in_process`, in the daemon's own threads (media.in_process, for this comparison only);
+    with `http`, its HTTP endpoint on and /metrics scraped every second while it runs."""
     urls = [f"{base_url}/{f.name}" for f in files]
     expected = dict(zip(urls, files, strict=True))
     kinds = [KINDS[Path(f.name).suffix][0] for f in files]
@@ -681,6 +703,7 @@ def run_mediad(
             "MEDIAD_LOG_FORMAT": "json",
             "MEDIAD_MEDIA_IN_PROCESS": "true" if in_process else "false",
         }
+        | ({"MEDIAD_HTTP_LISTEN": f"127.0.0.1:{origins.free_port()}"} if http else {})
     )
     # The config must come from the environment alone: cwd has no config.toml.
     mediad_config.load(None, env=env)
@@ -689,7 +712,11 @@ def run_mediad(
     command = mediad_command(bench, name)
     os.sync()  # earlier runs' dirty pages are not this run's to write back
     try:
-        with log_path.open("wb") as log, account.measure() as split:
+        with (
+            log_path.open("wb") as log,
+            account.measure() as split,
+            Scraper(env.get("MEDIAD_HTTP_LISTEN", "")) as scraper,
+        ):
             # tree: the peak RSS and CPU of the daemon and all its descendants (the decoders'
             # forkserver and its workers), see measure.ProcessTree.
             child = measure.run_child(command, env=env, cwd=work, stdout=log, stderr=log, tree=True)
@@ -697,6 +724,12 @@ def run_mediad(
         xacts = asyncio.run(postgres.transactions(db_url)) - xacts_before - 1
         rows, (first_started, last_downloaded) = asyncio.run(read_rows(db_url))
         ok, check, completed = check_mediad_rows(rows, expected)
+        if http:
+            check += f"; /metrics scraped {scraper.scrapes} times ({scraper.failed} failed)"
+            # A run too short for a scrape measured nothing of the endpoint's cost; a scrape
+            # timing out now and then on a starved machine is no fault of the endpoint's, but
+            # more than one in ten is.
+            ok = ok and scraper.scrapes > 0 and scraper.failed * 10 <= scraper.scrapes
         if child.returncode != 0:
             ok = False
             check = f"exit status {child.returncode}; " + check
@@ -715,6 +748,39 @@ def run_mediad(
         run.busy_seconds = (last_downloaded - first_started).total_seconds()
         run.startup_seconds = first_started.timestamp() - child.started_at
     return run
+
+
+class Scraper:
+    """Prometheus's part: GET /metrics every SCRAPE_INTERVAL from a thread while a run lasts,
+    reading the whole body; nothing when `listen` is empty. The first refused connections
+    (the daemon still starting) are not failures; a refusal after a success is."""
+
+    def __init__(self, listen: str) -> None:
+        self._url = f"http://{listen}/metrics" if listen else ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._scrape, name="scraper", daemon=True)
+        self.scrapes = 0
+        self.failed = 0
+
+    def __enter__(self) -> Scraper:
+        if self._url:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._url:
+            self._thread.join()
+
+    def _scrape(self) -> None:
+        while not self._stop.wait(SCRAPE_INTERVAL):
+            try:
+                with urllib.request.urlopen(self._url, timeout=10) as response:
+                    response.read()
+                self.scrapes += 1
+            except OSError:
+                if self.scrapes:
+                    self.failed += 1
 
 
 # --- aria2c, the seeds' approach, curl ---------------------------------------------------------
@@ -873,6 +939,7 @@ def summarize(
         size = photo_runs[0].bytes / MB
         title = f"Photos: {photo_runs[0].files:,} JPEGs, {size:,.0f} MB; {timing}"
         photo_table(verdict, title, photo_runs, goals, notes)
+        http_table(verdict, photo_runs)
         for prefix in (MEDIAD, IN_PROCESS):
             mediad = best(photo_runs, prefix)
             if mediad is not None:
@@ -954,6 +1021,32 @@ def photo_table(
          "target", "met", "ratio w/o start-up", "peak RSS MB", "CPU s", "CPU ms/file",
          "others' CPUs"],
         rows,
+    )  # fmt: skip
+
+
+def http_table(verdict: targets.Verdict, done: Sequence[Run]) -> None:
+    """The HTTP endpoint's cost: the median files/s of the rounds with it on and scraped every
+    second against the median of the same daemon's rounds with it off."""
+    on = [r.files_per_s for r in done if r.tool.startswith(HTTP_ON) and r.ok]
+    off = [r.files_per_s for r in done if r.tool.startswith(MEDIAD) and r.ok]
+    measure_name = "mediad http on / off files/s (median)"
+    if not any(r.tool.startswith(HTTP_ON) for r in done):
+        return  # --skip http
+    if not on or not off:
+        verdict.not_measured(measure_name)
+        return
+    ratio = report.ratio(report.median(on), report.median(off))
+    target = verdict.judge(targets.Target(measure_name, ratio, TARGET_HTTP_ON))
+    report.print_table(
+        f"HTTP endpoint on, /metrics scraped every {SCRAPE_INTERVAL:g} s, against off;"
+        f" medians of {len(on)} and {len(off)} alternating rounds",
+        ["http.listen", "rounds", "files/s each", "median files/s", "on / off", "target", "met"],
+        [
+            ["off", len(off), " ".join(f"{v:,.0f}" for v in off), report.median(off), "-", "-",
+             "-"],
+            ["on, scraped", len(on), " ".join(f"{v:,.0f}" for v in on), report.median(on),
+             f"{ratio:.2f}x", target.goal_text, target.met_text],
+        ],
     )  # fmt: skip
 
 

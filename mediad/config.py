@@ -193,6 +193,22 @@ def _parse_quality(value: object) -> int:
     return number
 
 
+def parse_listen(value: object) -> tuple[str, int] | None:
+    """`host:port` (`[::1]:8765` for IPv6) as (host, port), port 0 for any free one; empty
+    means off (None)."""
+    text = _parse_str(value).strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^\s:\[\]]+):(\d{1,5})", text)
+    if match is None:
+        raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:8765, [::1]:8765)")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is over 65535")
+    return host, port
+
+
 def _key(default: Any, parse: Callable[[object], Any]) -> Any:
     """A config key: its default as written in config.toml, and the parser of its kind."""
     return field(default=parse(default), metadata={"parse": parse})
@@ -323,6 +339,19 @@ class DeriveConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    # /metrics, /healthz, /readyz and the dashboard; empty: off. Any address but loopback needs
+    # the bearer token in $MEDIAD_HTTP_TOKEN.
+    listen: tuple[str, int] | None = _key("127.0.0.1:8765", parse_listen)
+    # Connections served at once; more wait in the kernel's backlog, costing the stages nothing.
+    max_connections: int = _key(64, _parse_positive_int)
+    # A connection idle this long (before or between requests) is closed.
+    idle_timeout: float = _key("15s", parse_duration)
+    # Row counts read from the database are reused this long: scrapes cost the database nothing.
+    counts_max_age: float = _key("5s", parse_duration)
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     state_dir: str = _key("var", _parse_str)
     lease: float = _key("60s", parse_duration)
@@ -335,6 +364,9 @@ class DaemonConfig:
     claim_batch: int = _key(100, _parse_positive_int)
     # Empty: host:pid. Names this process in leases and events.
     worker_name: str = _key("", _parse_str)
+    # A stage loop that has not turned for this long (or 3 poll intervals, if longer) is stuck:
+    # the systemd watchdog stops being fed and /healthz answers 503.
+    stuck_after: float = _key("30s", parse_duration)
 
 
 @dataclass(frozen=True)
@@ -371,6 +403,7 @@ class Config:
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     derive: DeriveConfig = field(default_factory=DeriveConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -389,6 +422,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "archive": ArchiveConfig,
     "analysis": AnalysisConfig,
     "derive": DeriveConfig,
+    "http": HttpConfig,
     "daemon": DaemonConfig,
     "media": MediaConfig,
     "log": LogConfig,

@@ -13,15 +13,15 @@ import os
 import secrets
 import signal
 import socket
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
 import structlog
 
-from mediad import db, errors, migrate, queries, stages, systemd
+from mediad import db, errors, health, migrate, queries, stages, systemd
 from mediad.config import Config
+from mediad.http import server as http_server
 from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
 from mediad.queue import StageQueue
@@ -56,6 +56,8 @@ async def run(
     if url is None:
         url = await asyncio.to_thread(db.database_url, config)
     stop = stop or asyncio.Event()
+    # Before anything starts: a listen address that would expose the endpoint unprotected.
+    http_server.check_access(config.http)
     owner = worker_name(config)
     disabled = stages.disabled(config, registry)
     if openers is None:
@@ -79,6 +81,7 @@ async def run(
                 )
                 pools.append(_pool(config, stage, queue))
             await stack.enter_async_context(_evictor(resources))
+            await stack.enter_async_context(http_server.serving(resources, url, registry, pools))
             stack.enter_context(_signals(stop))
             await _supervise(config, url, owner, pools, stop, once)
 
@@ -129,7 +132,7 @@ async def _supervise(
     listener = Listener(url, by_name, config.daemon.poll_interval)
     helpers = [
         asyncio.create_task(listener.run(stop), name="listener"),
-        asyncio.create_task(_watchdog(pools, config.daemon.poll_interval), name="watchdog"),
+        asyncio.create_task(_watchdog(pools, config), name="watchdog"),
         asyncio.create_task(_announce_stop(stop), name="announce-stop"),
     ]
     if once:
@@ -299,13 +302,11 @@ async def _stop_when_drained(pools: list[StagePool], stop: asyncio.Event) -> Non
             await pool.looked.wait()
 
 
-async def _watchdog(pools: list[StagePool], poll_interval: float) -> None:
+async def _watchdog(pools: list[StagePool], config: Config) -> None:
     """WATCHDOG=1 while every pool loop keeps turning; STATUS= with what each stage did."""
     interval = systemd.watchdog_interval() or 10.0
-    stale_after = max(3 * poll_interval, 30.0)
     while True:
-        now = time.monotonic()
-        stuck = [p.stage.name for p in pools if now - p.last_tick > stale_after]
+        stuck = health.stuck_stages(pools, config.daemon)
         if stuck:
             log.error("pool_stuck", stages=stuck)
         else:

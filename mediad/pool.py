@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
-from mediad import errors
+from mediad import errors, metrics
 from mediad.queue import (
     Completed,
     Deferred,
@@ -93,13 +93,14 @@ class StagePool:
         """Look at the queue now (a NOTIFY arrived)."""
         self._changed.set()
 
-    def pause(self, seconds: float, reason: str) -> None:
+    def pause(self, seconds: float, reason: str, error_code: str = "other") -> None:
         """Stop claiming for `seconds`: the stage cannot work at all right now."""
         now = time.monotonic()
         if self._paused_until <= now:
             # Said once, loudly, when the pause begins; rows failing alike meanwhile only
             # extend it.
             self._log.error("stage_paused", reason=reason, seconds=round(seconds, 1))
+            metrics.count_pause(self.stage.name, error_code)
         self._paused_until = max(self._paused_until, now + seconds)
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
@@ -180,7 +181,7 @@ class StagePool:
         except errors.SkipRowError as exc:
             return Skipped(row, str(exc))
         except errors.StagePausedError as exc:
-            self.pause(exc.pause_for, f"{exc.error_code}: {exc}")
+            self.pause(exc.pause_for, f"{exc.error_code}: {exc}", exc.error_code)
             return Released(row, reason=exc.error_code)
         except errors.DeferredError as exc:
             self._log.info("row_deferred", reason=exc.error_code, delay=round(exc.delay, 1))
@@ -261,17 +262,26 @@ class StagePool:
             media_id = outcome.row.media_id
             if media_id not in written:
                 self.stats.lost += 1
+                metrics.LEASES_LOST.labels(self.stage.name).inc()
                 self._log.warning("result_discarded_lease_lost", media_id=media_id)
             elif isinstance(outcome, Completed):
                 self.stats.completed += 1
+                metrics.count_outcome(self.stage.name, "completed")
             elif isinstance(outcome, Retry | Deferred):
                 self.stats.retried += 1
+                if isinstance(outcome, Retry):
+                    metrics.count_outcome(self.stage.name, "retried", outcome.error_code)
+                else:
+                    metrics.count_outcome(self.stage.name, "deferred", outcome.reason)
             elif isinstance(outcome, Failed):
                 self.stats.failed += 1
+                metrics.count_outcome(self.stage.name, "failed", outcome.error_code)
             elif isinstance(outcome, Skipped):
                 self.stats.skipped += 1
+                metrics.count_outcome(self.stage.name, "skipped")
             else:
                 self.stats.released += 1
+                metrics.count_outcome(self.stage.name, "released", outcome.reason)
             job = self._jobs.get(media_id)
             if job is not None and job.outcome is outcome:
                 del self._jobs[media_id]
@@ -294,6 +304,7 @@ class StagePool:
                     # Another worker owns the row now: stop spending effort on it.
                     self._log.warning("lease_lost", media_id=row.media_id)
                     self.stats.lost += 1
+                    metrics.LEASES_LOST.labels(self.stage.name).inc()
                     job.cancelled_for = "lease_lost"
                     job.task.cancel()
                     del self._jobs[row.media_id]

@@ -549,6 +549,36 @@ SELECT media_id, media_url, url_expires_at, local_file_path, hosted_url, archive
 FROM post_media
 WHERE media_id = $1;
 
+-- dashboard_recent_media --
+-- The dashboard's grid: the newest rows.
+SELECT * FROM post_media
+ORDER BY created_at DESC, media_id
+LIMIT $1;
+
+-- dashboard_post_media --
+-- One post's media, in the order they were enqueued.
+SELECT * FROM post_media
+WHERE post_id = $1
+ORDER BY created_at, media_id
+LIMIT $2;
+
+-- dashboard_failure_examples --
+-- The most recently failed rows of each stage and error_code, at most $1 of each.
+SELECT stage, error_code, media_id, post_id, media_url, last_error, updated_at
+FROM (
+    SELECT s.stage, coalesce(p.error_code, 'unknown') AS error_code, p.media_id, p.post_id,
+        p.media_url, p.last_error, p.updated_at,
+        row_number() OVER (
+            PARTITION BY s.stage, coalesce(p.error_code, 'unknown')
+            ORDER BY p.updated_at DESC, p.media_id
+        ) AS n
+    FROM post_media p,
+    LATERAL (VALUES {failure_rows}) AS s(stage, status)
+    WHERE s.status = 'failed'
+) AS ranked
+WHERE n <= $1
+ORDER BY stage, error_code, n;
+
 -- analysis_cached --
 -- The analysis already made of these bytes ($1) with this backend, model and prompt.
 SELECT result FROM mediad_analysis_cache

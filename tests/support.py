@@ -20,7 +20,9 @@ from mediad.stage import Opener, Result, Row, Stage
 
 
 def make_config(**overrides: str) -> config.Config:
-    """A config from defaults plus MEDIAD_* style overrides given as section_key=value."""
+    """A config from defaults plus MEDIAD_* style overrides given as section_key=value; the HTTP
+    endpoint is off unless asked for (tests run side by side must not contend for its port)."""
+    overrides = {"http_listen": "", **overrides}
     env = {"MEDIAD_" + key.upper(): value for key, value in overrides.items()}
     return config.load(None, env=env)
 
@@ -80,6 +82,18 @@ async def insert_rows(
             )
             ids.append(media_id)
     return ids
+
+
+async def insert_urls(pool: asyncpg.Pool[Any], urls: list[str]) -> list[str]:
+    """One image row per URL, all of post `p`; their media_ids in order."""
+    return [
+        await pool.fetchval(
+            "INSERT INTO post_media (post_id, media_url, media_type) VALUES ('p', $1, 'image')"
+            " RETURNING media_id",
+            url,
+        )
+        for url in urls
+    ]
 
 
 async def row(pool: asyncpg.Pool[Any], media_id: str) -> Mapping[str, Any]:

@@ -71,4 +71,6 @@ def clean_environment(settings: Mapping[str, str]) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("MEDIAD_", "AWS_")) and key not in ("http_proxy", "https_proxy")
     }
-    return env | dict(settings)
+    # The HTTP endpoint stays off unless a run asks for it: runs side by side must not contend
+    # for its port.
+    return env | {"MEDIAD_HTTP_LISTEN": ""} | dict(settings)

@@ -27,7 +27,7 @@ import structlog
 from mediad import errors, queries
 from mediad.resources import Resources
 from mediad.storage import checksums, objectkeys, s3
-from mediad.storage.local import KINDS, Store
+from mediad.storage.local import Store, store_size
 
 log = structlog.get_logger(__name__)
 
@@ -48,25 +48,6 @@ class Report:
     freed: int = 0
     # Files kept because their object is missing or wrong (the rows are marked so).
     archive_damaged: list[str] = field(default_factory=list)
-
-
-def store_size(store: Store) -> int:
-    """Bytes in the store's files (temp files excluded), walked on disk (runs in a thread)."""
-    total = 0
-    for kind in KINDS:
-        try:
-            prefixes = list(os.scandir(store.root / kind))
-        except FileNotFoundError:
-            continue
-        for prefix in prefixes:
-            if not prefix.is_dir(follow_symlinks=False):
-                continue
-            with os.scandir(prefix.path) as entries:
-                for entry in entries:
-                    if entry.is_file(follow_symlinks=False):
-                        with contextlib.suppress(FileNotFoundError):
-                            total += entry.stat(follow_symlinks=False).st_size
-    return total
 
 
 async def evict(

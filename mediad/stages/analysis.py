@@ -22,7 +22,7 @@ import aiohttp
 import asyncpg
 import structlog
 
-from mediad import errors, queries, stages
+from mediad import errors, metrics, queries, stages
 from mediad.analysis import document
 from mediad.config import AnalysisConfig
 from mediad.media import decoders
@@ -209,6 +209,9 @@ class Analyser:
         )
         if self._spent is not None:
             self._spent = (self._spent[0], self._spent[1] + cost)
+        metrics.ANALYSIS_PROMPT_TOKENS.inc(analysed.prompt_tokens)
+        metrics.ANALYSIS_COMPLETION_TOKENS.inc(analysed.completion_tokens)
+        metrics.ANALYSIS_COST_USD.inc(cost)
         return doc, (analysed.prompt_tokens, analysed.completion_tokens), cost
 
     async def _check_budget(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from mediad import errors, stages
+from mediad import errors, metrics, stages
 from mediad.config import ArchiveConfig
 from mediad.resources import Resources
 from mediad.stage import Result, Row, Stage
@@ -347,6 +347,8 @@ class Archiver:
 
     def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
         record = archive_record(self._s3.bucket, done)
+        if done.outcome != "already_present":
+            metrics.ARCHIVE_UPLOADED_BYTES.inc(local.size)
         details: dict[str, Any] = {
             "bucket": self._s3.bucket,
             "key": done.key,

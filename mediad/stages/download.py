@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import structlog
 from yarl import URL
 
-from mediad import errors, stages
+from mediad import errors, metrics, stages
 from mediad.media import audio_video, decoders, kinds, probe, sniff
 from mediad.net import platforms
 from mediad.net.breaker import HostBreaker
@@ -148,6 +148,8 @@ class Downloader:
                     error_code=exc.error_code,
                 ) from None
             raise
+        if done.stored.existed:
+            metrics.DEDUP_HITS.inc()
         return _result(row, done, expires_at, self._storage_node)
 
     async def _single_flight(self, source: str, expires_at: datetime | None) -> Downloaded:
@@ -188,6 +190,7 @@ class Downloader:
                 self._check_breaker(host)
                 fetched = await self._fetcher.fetch_into(url, spool, expires_at=expires_at)
             body = await spool.finish()
+        metrics.DOWNLOAD_SECONDS.observe(fetched.seconds)
         declared = fetched.content_type
         if isinstance(body, bytes):
             # The whole file is in memory: written (and hashed) in one thread call, its head
@@ -204,6 +207,7 @@ class Downloader:
         finally:
             if not tmp.committed:
                 await self._in_thread(tmp.discard)
+        metrics.DOWNLOAD_BYTES.inc(stored.size)
         return Downloaded(url, fetched, info, stored)
 
     async def _probe(

@@ -483,6 +483,25 @@ class Store:
         return False
 
 
+def store_size(store: Store) -> int:
+    """Bytes in the store's files (temp files excluded), walked on disk (runs in a thread)."""
+    total = 0
+    for kind in KINDS:
+        try:
+            prefixes = list(os.scandir(store.root / kind))
+        except FileNotFoundError:
+            continue
+        for prefix in prefixes:
+            if not prefix.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(prefix.path) as entries:
+                for entry in entries:
+                    if entry.is_file(follow_symlinks=False):
+                        with suppress(FileNotFoundError):
+                            total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
 def hash_file(path: Path) -> tuple[int, str]:
     """(size, SHA-256 hex) of a file, read in 1 MiB chunks (runs in a thread)."""
     digest = hashlib.sha256()

@@ -17,6 +17,7 @@ from tests.support import row
 async def mediad(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run `python -m mediad ARGS`; returns (exit status, stdout, stderr)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAD_")}
+    full_env["MEDIAD_HTTP_LISTEN"] = ""  # tests that serve HTTP pick their own port
     full_env.update(env or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

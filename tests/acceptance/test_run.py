@@ -69,6 +69,7 @@ def daemon_env(db_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
         MEDIAD_STORAGE_ROOT=str(tmp_path / "media"),
         MEDIAD_DOWNLOAD_ALLOWED_NETWORKS="127.0.0.1/32",
         MEDIAD_LOG_FORMAT="json",
+        MEDIAD_HTTP_LISTEN="",  # tests that serve HTTP pick their own port
         MEDIAD_CONFIG=str(tmp_path / "absent.toml"),
     )
     env.pop("MEDIAD_CONFIG")

@@ -747,6 +747,7 @@ async def test_a_killed_download_leaves_no_partial_file_and_is_retried(
     media_id = await insert(pool, url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAD_")}
     env |= {
+        "MEDIAD_HTTP_LISTEN": "",
         "MEDIAD_DATABASE_URL": db_url,
         "MEDIAD_STORAGE_ROOT": str(root),
         "MEDIAD_DOWNLOAD_ALLOWED_NETWORKS": ALLOWED,

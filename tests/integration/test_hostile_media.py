@@ -23,7 +23,7 @@ from mediad.media import decoders
 from tests import media
 from tests.acceptance.test_run import daemon_env
 from tests.origin import Origin, serving
-from tests.support import event_names, make_config, row, wait_for
+from tests.support import event_names, insert_urls, make_config, row, wait_for
 
 ALLOWED = "127.0.0.1/32"
 
@@ -46,17 +46,6 @@ def stalling(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path.resolve() / "media"
-
-
-async def insert_urls(pool: asyncpg.Pool[Any], urls: list[str]) -> list[str]:
-    return [
-        await pool.fetchval(
-            "INSERT INTO post_media (post_id, media_url, media_type) VALUES ('p', $1, 'image')"
-            " RETURNING media_id",
-            url,
-        )
-        for url in urls
-    ]
 
 
 def stalled_pids(control: Path) -> list[int]:

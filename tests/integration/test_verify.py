@@ -17,7 +17,7 @@ from mediad import config, daemon
 from mediad.commands import evict, url, verify
 from mediad.stages import archive
 from mediad.storage import s3
-from mediad.storage.local import Store
+from mediad.storage.local import Store, store_size
 from tests import media
 from tests.archive_support import (
     Downloaded,
@@ -194,14 +194,14 @@ async def test_eviction_honours_the_limit_and_never_evicts_what_is_still_needed(
         unarchived.media_id,
     )
     sizes = [d.stored.size for d in rows]
-    total = evict.store_size(store)
+    total = store_size(store)
     assert total == sum(sizes) + unarchived.stored.size
     limit = total - sizes[0] - sizes[1] // 2  # needs the two oldest archived files gone
 
     async with tools(cfg) as (_, client, _a):
         report = await evict.evict(pool, store, client, limit, by="test")
         assert (report.evicted, report.freed) == (2, sizes[0] + sizes[1])
-        assert evict.store_size(store) == report.after <= limit
+        assert store_size(store) == report.after <= limit
         for done in rows[:2]:
             r = await row(pool, done.media_id)
             assert (r["local_file_path"], r["hosted_url"]) == (None, None)
@@ -254,4 +254,4 @@ async def test_the_daemon_evicts_down_to_max_cache_size(
         r = await row(pool, done.media_id)
         assert r["archive_status"] == "completed" and r["local_file_path"] is None
         assert events(r, "local_file_evicted")[0]["details"]["by"] == "daemon"
-    assert evict.store_size(store_of(cfg)) == 0
+    assert store_size(store_of(cfg)) == 0

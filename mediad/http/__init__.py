@@ -1,0 +1,1 @@
+"""The HTTP endpoint served inside `mediad run`: metrics, health checks, the dashboard."""
