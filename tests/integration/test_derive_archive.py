@@ -14,7 +14,7 @@ from mediad import config
 from mediad.commands import derive as derive_commands
 from mediad.commands import evict, restore
 from mediad.storage import s3
-from mediad.storage.local import Store
+from mediad.storage.local import Store, store_size
 from tests import media
 from tests.archive_support import archive_settings, events
 from tests.derive_support import derived_rows, opened, read, run_derive
@@ -117,7 +117,7 @@ async def test_a_restored_file_counts_as_used_now_for_eviction(
     async def evict_one() -> list[str]:
         """Evict one file (the store one byte over); the media_ids left without a local file."""
         async with s3.open_client(cfg.archive) as client:
-            report = await evict.evict(pool, store, client, evict.store_size(store) - 1, by="t")
+            report = await evict.evict(pool, store, client, store_size(store) - 1, by="t")
         assert report.evicted == 1
         return [m for m in (older, newer) if (await row(pool, m))["local_file_path"] is None]
 
