@@ -335,6 +335,13 @@ class DaemonConfig:
     claim_batch: int = _key(100, _parse_positive_int)
     # Empty: host:pid. Names this process in leases and events.
     worker_name: str = _key("", _parse_str)
+    # Worker processes on this host (mediad/supervisor.py); 0: one per core.
+    processes: int = _key(1, _parse_non_negative_int)
+
+    @property
+    def process_count(self) -> int:
+        """`processes`, or else the cores this process may run on."""
+        return self.processes or len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -509,6 +516,15 @@ def _check(config: Config) -> None:
     # Python, Pillow and FFmpeg take about 130 MiB of address space before the first decode.
     if config.media.worker_memory < 256 * 1024**2:
         raise errors.ConfigError("media.worker_memory: must be at least 256MiB")
+    processes = config.daemon.process_count
+    if processes > 1 and config.media.worker_count < processes:
+        # Each worker process needs a decoder of its own (every download is probed in one),
+        # and media.workers is the host's count, divided among them.
+        raise errors.ConfigError(
+            f"media.workers: {config.media.worker_count} decoder workers cannot serve"
+            f" daemon.processes = {processes} worker processes (each needs one); raise"
+            " media.workers, or set it to 0 (one per core)"
+        )
     for declaration in stages.ALL:
         if declaration.implementation is None and declaration.enabled(config):
             raise errors.ConfigError(
