@@ -71,8 +71,8 @@ async def test_two_processes_drain_500_rows_each_processed_once(
 async def test_sigterm_drains_both_processes(
     db_url: str,
     pool: asyncpg.Pool[Any],
-    origin: Origin,
-    tmp_path: Path,  # noqa: F811
+    origin: Origin,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> None:
     """SIGTERM reaches both workers: each finishes what finishes within the grace, hands back
     the rest, and the parent exits 0; systemd hears READY=1 once both are up."""
@@ -137,8 +137,8 @@ async def test_sigterm_drains_both_processes(
 async def test_a_killed_worker_is_restarted_and_its_rows_complete(
     db_url: str,
     pool: asyncpg.Pool[Any],
-    origin: Origin,
-    tmp_path: Path,  # noqa: F811
+    origin: Origin,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> None:
     """SIGKILL to one worker: the parent starts another, the dead one's row returns through
     its lease and completes; the other worker's row was never disturbed."""
