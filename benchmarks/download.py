@@ -33,8 +33,9 @@ the seeds' threads are bound by CPU (no probe, fsync or database), so there the 
 is printed but the target is judged in the latency table (on loopback only when the latency
 scenario is skipped). The aria2c target (1.0x) is judged in both tables. The workers' cost,
 mediad / mediad in-process >= 0.95x, is judged on loopback, where it shows (nothing waits,
-every CPU second is throughput); the latency table shows it only.
-completed (decoders in workers; the in-process run is printed, never judged).
+every CPU second is throughput); the latency table shows it only. The bombs' targets: peak RSS
+of the daemon and its decoders under 1.2 GB, every row completed (decoders in workers; the
+in-process run is printed, never judged).
 
 mediad runs as a subprocess, timed from spawn to exit (start-up included), against a fresh
 database on an embedded PostgreSQL; the rate without start-up comes from the row events
