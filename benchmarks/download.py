@@ -698,6 +698,9 @@ def run_mediad(
             "MEDIAD_DOWNLOAD_CONCURRENCY": str(bench.concurrency),
             "MEDIAD_DOWNLOAD_PER_HOST_CONCURRENCY": str(bench.concurrency),
             "MEDIAD_DAEMON_PROCESSES": str(bench.processes),
+            # The download stage only, as the docstring says: derive (on by default since it
+            # was merged) would thumbnail every photo inside the figures.
+            "MEDIAD_DERIVE_ENABLED": "false",
             "MEDIAD_LOG_LEVEL": "warning",
             "MEDIAD_LOG_FORMAT": "json",
             "MEDIAD_MEDIA_IN_PROCESS": "true" if in_process else "false",
