@@ -111,9 +111,9 @@ async def run(config: Config, url: str, *, once: bool, stop: asyncio.Event) -> N
         await daemon.skip_waiting(resources, registry)
         gate_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mediad-gate-"))
         gate = os.path.join(gate_dir, "hosts.sock")
-        await stack.enter_async_context(
-            GateServer(config.download.per_host_concurrency).serving(gate)
-        )
+        download = config.download
+        gate_server = GateServer(download.per_host_concurrency, concurrency=download.concurrency)
+        await stack.enter_async_context(gate_server.serving(gate))
         await stack.enter_async_context(daemon.evictor(resources))
         # The HTTP endpoint (mediad/http/) is entered here, before the workers start; see the
         # module docstring for how their metrics reach it.

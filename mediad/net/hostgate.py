@@ -8,12 +8,16 @@ semaphores would need one per host, made and removed as hosts come and go, and a
 blocks a thread; hashing hosts to workers would make the claim statement filter by host. The
 gate costs one small message each way per fetch (acquire, grant) and one more to release, on a
 connection that stays open; a worker that dies has its slots freed as its connection closes.
+When per_host_concurrency is at least download.concurrency (the host's, all processes
+together), no host can ever have more fetches than that: the parent then says so on connecting,
+and slots are taken without asking (the breaker is still the parent's).
 
 The protocol is one line per message, the host last (a URL's host holds no space or newline):
 
     worker -> parent   A <id> <host>   acquire one slot       R <id>   release it (or withdraw)
                        F <host>        a transient failure    S <host> a success after failures
-    parent -> worker   G <id>          granted
+    parent -> worker   L <0|1>         first: whether per-host slots must be asked for at all
+                       G <id>          granted
                        W <host>        the host has failures counting: report its next success
                        B <seconds> <host>   the breaker opened for that long (0: closed again)
 """
@@ -38,8 +42,12 @@ log = structlog.get_logger(__name__)
 class GateServer:
     """The parent's side: one HostSlots and one HostBreaker for every worker connected."""
 
-    def __init__(self, per_host: int, breaker: HostBreaker | None = None) -> None:
+    def __init__(
+        self, per_host: int, breaker: HostBreaker | None = None, *, concurrency: int | None = None
+    ) -> None:
         self.slots = HostSlots(per_host)
+        # With `concurrency` (the host's download.concurrency) at most per_host, slots never bind.
+        self.slots_bind = concurrency is None or per_host < concurrency
         self.breaker = breaker or HostBreaker()
         self._writers: set[asyncio.StreamWriter] = set()
         # Hosts with failures counting: a worker's success must then be reported to reset them.
@@ -58,6 +66,7 @@ class GateServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        writer.write(f"L {int(self.slots_bind)}\n".encode())
         held: dict[str, str] = {}  # id -> host
         waiting: dict[str, tuple[str, Grant]] = {}
         try:
@@ -134,8 +143,11 @@ class GateServer:
 class GateClient:
     """A worker's side: the HostLimits the download stage uses, asked of the parent's gate."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, slots_bind: bool
+    ) -> None:
         self._reader = reader
+        self._slots_bind = slots_bind
         self._writer = writer
         self._ids = itertools.count()
         self._waiting: dict[str, asyncio.Future[None]] = {}
@@ -147,7 +159,11 @@ class GateClient:
     @contextlib.asynccontextmanager
     async def connected(cls, path: str) -> AsyncIterator[GateClient]:
         reader, writer = await asyncio.open_unix_connection(path)
-        client = cls(reader, writer)
+        greeting = await reader.readline()
+        if not greeting.startswith(b"L "):
+            writer.close()
+            raise ConnectionError(f"the host gate at {path} did not greet: {greeting[:40]!r}")
+        client = cls(reader, writer, slots_bind=greeting.strip() != b"L 0")
         try:
             yield client
         finally:
@@ -185,6 +201,9 @@ class GateClient:
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
+        if not self._slots_bind:
+            yield
+            return
         ident = str(next(self._ids))
         future = self._waiting[ident] = asyncio.get_running_loop().create_future()
         self._send(f"A {ident} {host}\n")

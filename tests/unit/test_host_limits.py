@@ -139,3 +139,16 @@ async def test_a_success_in_one_process_resets_the_count_for_all(tmp_path: Path)
         a.failure("cdn.example")  # the third in a row since b's success
         await _round_trip(a)
         assert a.blocked_for("cdn.example") > 0
+
+
+async def test_slots_are_not_asked_for_when_they_cannot_bind(tmp_path: Path) -> None:
+    """per_host_concurrency at least the host's download.concurrency: no host can have more
+    fetches than that, so a worker takes slots without a round trip."""
+    path = str(tmp_path / "gate.sock")
+    server = GateServer(2, concurrency=2)
+    async with (
+        server.serving(path),
+        GateClient.connected(path) as client,
+        client.slot("cdn.example"),
+    ):
+        assert server.slots.in_use("cdn.example") == 0  # the parent was never asked
