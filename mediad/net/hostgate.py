@@ -49,7 +49,7 @@ class GateServer:
         # With `concurrency` (the host's download.concurrency) at most per_host, slots never bind.
         self.slots_bind = concurrency is None or per_host < concurrency
         self.breaker = breaker or HostBreaker()
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._outboxes: set[_Outbox] = set()
         # Hosts with failures counting: a worker's success must then be reported to reset them.
         self._counting: set[str] = set()
 
@@ -60,13 +60,14 @@ class GateServer:
             yield
         finally:
             server.close()
-            for writer in list(self._writers):
-                writer.close()
+            for outbox in list(self._outboxes):
+                outbox.writer.close()
             await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        writer.write(f"L {int(self.slots_bind)}\n".encode())
+        outbox = _Outbox(writer)
+        self._outboxes.add(outbox)
+        outbox.put(f"L {int(self.slots_bind)}\n")
         held: dict[str, str] = {}  # id -> host
         waiting: dict[str, tuple[str, Grant]] = {}
         try:
@@ -74,7 +75,7 @@ class GateServer:
                 kind, _, rest = line.decode().rstrip("\n").partition(" ")
                 if kind == "A":
                     ident, _, host = rest.partition(" ")
-                    grant = self._granter(writer, ident, host, held, waiting)
+                    grant = self._granter(outbox, ident, host, held, waiting)
                     if self.slots.acquire(host, grant):
                         grant()
                     else:
@@ -91,12 +92,12 @@ class GateServer:
             # The worker is gone (or stopped): what it held or waited for is freed.
             for ident in list(waiting) + list(held):
                 self._release(ident, held, waiting)
-            self._writers.discard(writer)
+            self._outboxes.discard(outbox)
             writer.close()
 
     def _granter(
         self,
-        writer: asyncio.StreamWriter,
+        outbox: _Outbox,
         ident: str,
         host: str,
         held: dict[str, str],
@@ -105,7 +106,7 @@ class GateServer:
         def grant() -> None:
             waiting.pop(ident, None)
             held[ident] = host
-            writer.write(f"G {ident}\n".encode())
+            outbox.put(f"G {ident}\n")
 
         return grant
 
@@ -135,9 +136,8 @@ class GateServer:
             self._broadcast(f"B 0 {host}\n")
 
     def _broadcast(self, message: str) -> None:
-        data = message.encode()
-        for writer in self._writers:
-            writer.write(data)
+        for outbox in self._outboxes:
+            outbox.put(message)
 
 
 class GateClient:
@@ -153,6 +153,7 @@ class GateClient:
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._blocked_until: dict[str, float] = {}
         self._counting: set[str] = set()
+        self._outbox = _Outbox(writer)
         self._listener = asyncio.create_task(self._listen(), name="host-gate")
 
     @classmethod
@@ -197,7 +198,7 @@ class GateClient:
     def _send(self, message: str) -> None:
         if self._listener.done():
             raise _gate_lost()
-        self._writer.write(message.encode())
+        self._outbox.put(message)
 
     @contextlib.asynccontextmanager
     async def slot(self, host: str) -> AsyncIterator[None]:
@@ -235,6 +236,25 @@ class GateClient:
             self._counting.discard(host)
             self._blocked_until.pop(host, None)
             self._send(f"S {host}\n")
+
+
+class _Outbox:
+    """Lines to one peer, coalesced: those of one pass of the event loop go out in one send(),
+    since each send() is a syscall and a wake-up of the other process."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._lines: list[str] = []
+
+    def put(self, line: str) -> None:
+        if not self._lines:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._lines.append(line)
+
+    def _flush(self) -> None:
+        lines, self._lines = self._lines, []
+        if not self.writer.is_closing():
+            self.writer.write("".join(lines).encode())
 
 
 def _gate_lost() -> errors.StagePausedError:
