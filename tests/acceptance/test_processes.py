@@ -102,21 +102,22 @@ async def test_sigterm_drains_both_processes(
 
     collector = asyncio.create_task(collect())
     try:
-        await notify.wait_for("READY=1")
+        # Two spawned interpreters import everything: slow on a busy machine.
+        await notify.wait_for("READY=1", within=180)
         for i in range(4):
-            await asyncio.wait_for(origin.event(origin.arrived, f"{i}.jpg").wait(), 30)
-        await notify.wait_for("WATCHDOG=1")
-        status = await notify.wait_for("STATUS=2/2 processes; download: 4 in flight")
+            await asyncio.wait_for(origin.event(origin.arrived, f"{i}.jpg").wait(), 60)
+        await notify.wait_for("WATCHDOG=1", within=60)
+        status = await notify.wait_for("STATUS=2/2 processes; download: 4 in flight", within=60)
         assert "0 done" in status
         owners = await _owners(pool, ids)
         assert len(set(owners.values())) == 2, owners
         # One row of each process finishes after the signal; the other of each never does.
         finishing = {owner: media_id for media_id, owner in owners.items()}
         proc.send_signal(signal.SIGTERM)
-        await notify.wait_for("STOPPING=1")
+        await notify.wait_for("STOPPING=1", within=60)
         for media_id in finishing.values():
             origin.event(origin.release, f"{ids.index(media_id)}.jpg").set()
-        await asyncio.wait_for(proc.wait(), timeout=20)
+        await asyncio.wait_for(proc.wait(), timeout=60)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -158,7 +159,8 @@ async def test_a_killed_worker_is_restarted_and_its_rows_complete(
     proc = await start_daemon(env)
     try:
         for i in range(2):
-            await asyncio.wait_for(origin.event(origin.arrived, f"{i}.jpg").wait(), 30)
+            # Two spawned interpreters import everything: slow on a busy machine.
+            await asyncio.wait_for(origin.event(origin.arrived, f"{i}.jpg").wait(), 180)
         owners = await _owners(pool, ids)
         victim_owner = owners[ids[0]]
         assert victim_owner != owners[ids[1]]
@@ -166,10 +168,10 @@ async def test_a_killed_worker_is_restarted_and_its_rows_complete(
         os.kill(victim_pid, signal.SIGKILL)
         origin.event(origin.arrived, "0.jpg").clear()
         # The row's next fetch comes from a new worker, once the dead one's lease lapsed.
-        await asyncio.wait_for(origin.event(origin.arrived, "0.jpg").wait(), 30)
+        await asyncio.wait_for(origin.event(origin.arrived, "0.jpg").wait(), 180)
         for i in range(2):
             origin.event(origin.release, f"{i}.jpg").set()
-        await wait_for(lambda: _all_completed(pool, ids), within=30)
+        await wait_for(lambda: _all_completed(pool, ids), within=60)
         proc.send_signal(signal.SIGTERM)
         output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     finally:
