@@ -198,22 +198,33 @@ async def test_per_host_limit_holds_across_processes(
 ) -> None:
     """per_host_concurrency is the host's, not each process's: two processes with 8 download
     slots each never have more than 3 requests at one origin in flight, and do reach 3."""
+    notify = NotifySocket(tmp_path / "notify.sock")
     async with test_origin.serving(decoys=()) as server:
         for i in range(40):
             # Far enough away that fetches overlap.
             server.route(f"/p/{i}.jpg", test_origin.slow(JPEG, 0.1))
-        ids = await insert_rows(pool, 40, url=server.url("/p/{i}.jpg"))
         env = daemon_env(
             db_url,
             tmp_path,
             MEDIAD_DAEMON_PROCESSES="2",
             MEDIAD_DOWNLOAD_CONCURRENCY="16",
             MEDIAD_DOWNLOAD_PER_HOST_CONCURRENCY="3",
-            MEDIAD_DAEMON_CLAIM_BATCH="5",
+            MEDIAD_DAEMON_CLAIM_BATCH="2",
+            NOTIFY_SOCKET=str(notify.path),
         )
-        proc = await start_daemon(env, "--once")
-        output, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+        proc = await start_daemon(env)
+        try:
+            # Both workers are up before there is anything to take, so both take rows.
+            await notify.wait_for("READY=1", within=180)
+            ids = await insert_rows(pool, 40, url=server.url("/p/{i}.jpg"))
+            await wait_for(lambda: _all_completed(pool, ids), within=120)
+            proc.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            notify.close()
     assert proc.returncode == 0, output.decode()[-3000:]
-    assert await _statuses(pool, ids) == {"completed": 40}
     assert len(await _claimed_by(pool)) == 2
     assert server.most_active == 3
