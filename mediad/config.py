@@ -367,6 +367,13 @@ class DaemonConfig:
     # A stage loop that has not turned for this long (or 3 poll intervals, if longer) is stuck:
     # the systemd watchdog stops being fed and /healthz answers 503.
     stuck_after: float = _key("30s", parse_duration)
+    # Worker processes on this host (mediad/supervisor.py); 0: one per core.
+    processes: int = _key(1, _parse_non_negative_int)
+
+    @property
+    def process_count(self) -> int:
+        """`processes`, or else the cores this process may run on."""
+        return self.processes or len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -543,6 +550,15 @@ def _check(config: Config) -> None:
     # Python, Pillow and FFmpeg take about 130 MiB of address space before the first decode.
     if config.media.worker_memory < 256 * 1024**2:
         raise errors.ConfigError("media.worker_memory: must be at least 256MiB")
+    processes = config.daemon.process_count
+    if processes > 1 and config.media.worker_count < processes:
+        # Each worker process needs a decoder of its own (every download is probed in one),
+        # and media.workers is the host's count, divided among them.
+        raise errors.ConfigError(
+            f"media.workers: {config.media.worker_count} decoder workers cannot serve"
+            f" daemon.processes = {processes} worker processes (each needs one); raise"
+            " media.workers, or set it to 0 (one per core)"
+        )
     for declaration in stages.ALL:
         if declaration.implementation is None and declaration.enabled(config):
             raise errors.ConfigError(

@@ -14,7 +14,8 @@ import secrets
 import signal
 import socket
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -52,38 +53,82 @@ async def run(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the daemon until stopped (or drained, with `once`): every enabled stage of `registry`,
-    or only those `openers` names, each opened by the opener given."""
+    or only those `openers` names, each opened by the opener given. With daemon.processes above
+    1, this process becomes the parent of that many workers (mediad/supervisor.py)."""
     if url is None:
         url = await asyncio.to_thread(db.database_url, config)
     stop = stop or asyncio.Event()
     # Before anything starts: a listen address that would expose the endpoint unprotected.
     http_server.check_access(config.http)
+    await migrate.migrate_url(url, registry)
+    if config.daemon.process_count > 1:
+        if openers is not None or registry is not stages.ALL:
+            # A worker process opens its stages by their declared implementation.
+            raise ValueError("several processes run only the declared stages")
+        from mediad import supervisor
+
+        await supervisor.run(config, url, once=once, stop=stop)
+        return
     owner = worker_name(config)
+    async with Resources.open(config, url, owner, pool_size(config, registry)) as resources:
+        await skip_waiting(resources, registry)
+        async with evictor(resources):
+            await serve(resources, registry, openers, stop, once, Duties(SystemdHerald()))
+
+
+def pool_size(config: Config, registry: Registry = stages.ALL) -> int:
+    """Database connections for a process running the enabled stages of `registry`."""
+    return 4 + 2 * (len(registry) - len(stages.disabled(config, registry)))
+
+
+@dataclass(frozen=True)
+class Duties:
+    """What a process does beside its stage pools. A process alone does it all; a worker of
+    mediad/supervisor.py tells its parent instead of systemd, leaves --once's end to it, and
+    answers SIGTERM only (Ctrl-C reaches the parent, which passes it on as SIGTERM)."""
+
+    herald: Herald
+    # run --once: stop by itself once its own queues are drained (else the parent decides).
+    drains_alone: bool = True
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+    # http.listen: one process of a host serves it (a worker's counters reach it through
+    # prometheus_client's multiprocess files).
+    serves_http: bool = True
+
+
+async def serve(
+    resources: Resources,
+    registry: Registry,
+    openers: Mapping[str, Opener] | None,
+    stop: asyncio.Event,
+    once: bool,
+    duties: Duties,
+) -> None:
+    """Run one pool per stage of `openers` (default: every enabled stage) until stopped."""
+    config, owner = resources.config, resources.owner
     disabled = stages.disabled(config, registry)
     if openers is None:
         openers = {d.name: stages.opener(d) for d in registry if d.name not in disabled}
     running = [stages.named(name, registry) for name in openers]
-    await migrate.migrate_url(url, registry)
-    pool_size = 4 + 2 * len(running)
-    async with Resources.open(config, url, owner, pool_size) as resources:
-        await _skip_waiting(resources, registry, disabled)
-        pools = []
-        async with contextlib.AsyncExitStack() as stack:
-            for declaration in running:
-                stage = await stack.enter_async_context(openers[declaration.name](resources))
-                queue = StageQueue(
-                    resources.pool,
-                    stage,
-                    owner,
-                    config.daemon.lease,
-                    registry=registry,
-                    disabled=disabled,
-                )
-                pools.append(_pool(config, stage, queue))
-            await stack.enter_async_context(_evictor(resources))
-            await stack.enter_async_context(http_server.serving(resources, url, registry, pools))
-            stack.enter_context(_signals(stop))
-            await _supervise(config, url, owner, pools, stop, once)
+    pools = []
+    async with contextlib.AsyncExitStack() as stack:
+        for declaration in running:
+            stage = await stack.enter_async_context(openers[declaration.name](resources))
+            queue = StageQueue(
+                resources.pool,
+                stage,
+                owner,
+                config.daemon.lease,
+                registry=registry,
+                disabled=disabled,
+            )
+            pools.append(_pool(config, stage, queue))
+        if duties.serves_http:
+            await stack.enter_async_context(
+                http_server.serving(resources, resources.url, registry, pools)
+            )
+        stack.enter_context(signals(stop, duties.signals))
+        await _supervise(config, resources.url, owner, pools, stop, once, duties)
 
 
 def _pool(config: Config, stage: Stage, queue: StageQueue) -> StagePool:
@@ -96,9 +141,10 @@ def _pool(config: Config, stage: Stage, queue: StageQueue) -> StagePool:
     )
 
 
-async def _skip_waiting(resources: Resources, registry: Registry, disabled: frozenset[str]) -> None:
+async def skip_waiting(resources: Resources, registry: Registry) -> None:
     """A disabled stage's rows left waiting from before it was disabled are marked skipped (the
     completions that open a disabled stage skip the rows that come later)."""
+    disabled = stages.disabled(resources.config, registry)
     for declaration in registry:
         if declaration.name not in disabled:
             continue
@@ -112,7 +158,7 @@ async def _skip_waiting(resources: Resources, registry: Registry, disabled: froz
 
 
 @contextlib.asynccontextmanager
-async def _evictor(resources: Resources) -> AsyncIterator[None]:
+async def evictor(resources: Resources) -> AsyncIterator[None]:
     """With storage.max_cache_size set, the daemon evicts archived files by itself."""
     limit = resources.config.storage.max_cache_size
     if limit is None or not resources.config.archive.enabled:
@@ -126,23 +172,32 @@ async def _evictor(resources: Resources) -> AsyncIterator[None]:
 
 
 async def _supervise(
-    config: Config, url: str, owner: str, pools: list[StagePool], stop: asyncio.Event, once: bool
+    config: Config,
+    url: str,
+    owner: str,
+    pools: list[StagePool],
+    stop: asyncio.Event,
+    once: bool,
+    duties: Duties,
 ) -> None:
     by_name = {p.stage.name: p for p in pools}
     listener = Listener(url, by_name, config.daemon.poll_interval)
+    herald = duties.herald
     helpers = [
         asyncio.create_task(listener.run(stop), name="listener"),
-        asyncio.create_task(_watchdog(pools, config), name="watchdog"),
-        asyncio.create_task(_announce_stop(stop), name="announce-stop"),
+        asyncio.create_task(_watchdog(pools, config, herald), name="watchdog"),
+        asyncio.create_task(_announce_stop(stop, herald), name="announce-stop"),
     ]
-    if once:
+    if once and duties.drains_alone:
         helpers.append(asyncio.create_task(_stop_when_drained(pools, stop), name="once"))
+    elif once:
+        helpers.append(asyncio.create_task(_tell_when_idle(pools, herald), name="once"))
     runners = [
         asyncio.create_task(p.run(stop, config.daemon.shutdown_grace), name=f"pool-{p.stage.name}")
         for p in pools
     ]
     log.info("daemon_started", worker=owner, stages=list(by_name), once=once)
-    systemd.notify("READY=1\nSTATUS=running")
+    herald.ready(owner)
     try:
         if not runners:
             log.warning("no_stages_enabled")
@@ -165,13 +220,14 @@ async def _supervise(
         log.info("daemon_stopped", **{p.stage.name: vars(p.stats) for p in pools})
 
 
-async def _announce_stop(stop: asyncio.Event) -> None:
+async def _announce_stop(stop: asyncio.Event, herald: Herald) -> None:
     await stop.wait()
-    systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work")
+    herald.stopping()
 
 
 @contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Any:
+def signals(stop: asyncio.Event, signums: tuple[signal.Signals, ...]) -> Any:
+    """The first of `signums` asks `stop`; a second cancels the running task (stop now)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 
@@ -186,7 +242,7 @@ def _signals(stop: asyncio.Event) -> Any:
         stop.set()
 
     installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in signums:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signum, on_signal, signum)
             installed.append(signum)
@@ -302,23 +358,102 @@ async def _stop_when_drained(pools: list[StagePool], stop: asyncio.Event) -> Non
             await pool.looked.wait()
 
 
-async def _watchdog(pools: list[StagePool], config: Config) -> None:
-    """WATCHDOG=1 while every pool loop keeps turning; STATUS= with what each stage did."""
-    interval = systemd.watchdog_interval() or 10.0
+async def _tell_when_idle(pools: list[StagePool], herald: Herald) -> None:
+    """run --once under a parent: say each time every pool has gone idle. The parent ends the
+    run when all its workers are idle and the database holds nothing due or leased to them."""
+    while True:
+        for pool in pools:
+            await pool.idle.wait()
+        herald.idle()
+        # Wait for a pool to take work again (every pass of a loop sets `looked`).
+        while all(p.idle.is_set() for p in pools):
+            for pool in pools:
+                pool.looked.clear()
+            await _first_of(*(p.looked.wait() for p in pools))
+        if not pools:
+            return
+
+
+async def _watchdog(pools: list[StagePool], config: Config, herald: Herald) -> None:
+    """Tells the herald, every `herald.interval`, which pools are stuck and what each did."""
     while True:
         stuck = health.stuck_stages(pools, config.daemon)
         if stuck:
             log.error("pool_stuck", stages=stuck)
-        else:
-            systemd.notify("WATCHDOG=1")
-        systemd.notify("STATUS=" + status_line(pools))
-        await asyncio.sleep(interval)
+        herald.alive([StageCounts.of(p) for p in pools], stuck)
+        await asyncio.sleep(herald.interval)
 
 
-def status_line(pools: list[StagePool]) -> str:
+@dataclass(frozen=True)
+class StageCounts:
+    """One stage's pool as `systemctl status` shows it; a parent sums its workers'."""
+
+    stage: str
+    in_flight: int
+    completed: int
+    retried: int
+    failed: int
+    paused: bool
+
+    @classmethod
+    def of(cls, pool: StagePool) -> StageCounts:
+        stats = pool.stats
+        return cls(
+            pool.stage.name, pool.in_flight, stats.completed, stats.retried, stats.failed,
+            pool.paused,
+        )  # fmt: skip
+
+    def __add__(self, other: StageCounts) -> StageCounts:
+        return StageCounts(
+            self.stage,
+            self.in_flight + other.in_flight,
+            self.completed + other.completed,
+            self.retried + other.retried,
+            self.failed + other.failed,
+            self.paused or other.paused,
+        )
+
+
+def status_line(counts: list[StageCounts]) -> str:
     """One line for `systemctl status`: per stage, in flight and outcomes so far."""
     return "; ".join(
-        f"{p.stage.name}: {p.in_flight} in flight, {p.stats.completed} done, "
-        f"{p.stats.retried} retried, {p.stats.failed} failed" + (" (paused)" if p.paused else "")
-        for p in pools
+        f"{c.stage}: {c.in_flight} in flight, {c.completed} done, "
+        f"{c.retried} retried, {c.failed} failed" + (" (paused)" if c.paused else "")
+        for c in counts
     )
+
+
+class Herald(Protocol):
+    """Who hears how this process is doing: systemd, or a worker's parent."""
+
+    # Seconds between `alive` calls.
+    interval: float
+
+    def ready(self, owner: str) -> None: ...
+
+    def alive(self, counts: list[StageCounts], stuck: list[str]) -> None: ...
+
+    def idle(self) -> None: ...
+
+    def stopping(self) -> None: ...
+
+
+class SystemdHerald:
+    """A process alone tells systemd: READY=1, WATCHDOG=1 while no pool is stuck, STATUS=."""
+
+    def __init__(self) -> None:
+        self.interval = systemd.watchdog_interval() or 10.0
+
+    def ready(self, owner: str) -> None:
+        systemd.notify("READY=1\nSTATUS=running")
+
+    def alive(self, counts: list[StageCounts], stuck: list[str]) -> None:
+        if not stuck:
+            systemd.notify("WATCHDOG=1")
+        systemd.notify("STATUS=" + status_line(counts))
+
+    def idle(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        systemd.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight work")

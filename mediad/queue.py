@@ -122,6 +122,11 @@ class StageQueue:
         count: int = await self._pool.fetchval(self._sql["count_due"], self._stage.storage_node)
         return count
 
+    async def count_held(self, owners: Sequence[str]) -> int:
+        """Rows of this stage leased to any of `owners` now (a host's worker processes)."""
+        count: int = await self._pool.fetchval(self._sql["count_held"], list(owners))
+        return count
+
     async def finish(self, outcomes: Sequence[Outcome]) -> set[str]:
         """Write a batch of outcomes, one statement per kind; returns the media_ids written."""
         written: set[str] = set()

@@ -21,6 +21,8 @@ from mediad import db, errors
 from mediad.config import Config, MediaConfig
 from mediad.media.decoders import DecoderPool
 from mediad.net import ssrf
+from mediad.net.hostgate import GateClient
+from mediad.net.hostlimits import HostLimits, LocalHostLimits
 from mediad.storage.local import Store
 
 if TYPE_CHECKING:
@@ -36,24 +38,31 @@ class Resources:
     def __init__(
         self,
         config: Config,
+        url: str,
         pool: asyncpg.Pool[Any],
         store: Store,
         owner: str,
         stack: contextlib.AsyncExitStack,
+        host_gate: str | None = None,
     ) -> None:
         self.config = config
+        # The database's URL (the LISTEN connection is a connection of its own).
+        self.url = url
         self.pool = pool
         self.store = store
         # This process's name in leases and events.
         self.owner = owner
         self._stack = stack
+        # The unix socket of the parent's host gate when this is one of several worker processes
+        # (mediad/supervisor.py); None: this process holds its own per-host limits.
+        self._host_gate = host_gate
         self._opened: dict[str, Any] = {}
         self._opening = asyncio.Lock()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, config: Config, url: str, owner: str, pool_size: int
+        cls, config: Config, url: str, owner: str, pool_size: int, host_gate: str | None = None
     ) -> AsyncIterator[Resources]:
         """The database pool and the store now; the rest on first use; all closed at the end."""
         async with contextlib.AsyncExitStack() as stack:
@@ -63,7 +72,7 @@ class Resources:
             removed = await asyncio.to_thread(store.clean_temp)
             if removed:
                 log.info("temp_files_removed", count=removed)
-            yield cls(config, pool, store, owner, stack)
+            yield cls(config, url, pool, store, owner, stack, host_gate)
 
     async def _once(self, name: str, opening: Callable[[], Awaitable[_T]]) -> _T:
         async with self._opening:
@@ -99,6 +108,15 @@ class Resources:
             trust_env=False,  # a proxy would make the SSRF guard check the proxy, not the origin
         )
 
+    async def host_limits(self) -> HostLimits:
+        """Per-host fetch slots and the host circuit breaker: the parent's, shared by every
+        worker process of the host, or this process's own."""
+        if self._host_gate is None:
+            limits = LocalHostLimits(self.config.download.per_host_concurrency)
+            return await self._once("host_limits", lambda: _ready(limits))
+        gate = self._host_gate
+        return await self._once("host_limits", lambda: self._enter(GateClient.connected(gate)))
+
     async def s3(self) -> s3.S3:
         """The one S3 client (archive.*); aioboto3 is imported only now (~0.3 s)."""
         from mediad.storage import s3
@@ -127,3 +145,7 @@ class Resources:
             self._opened[name] = executor
         found: concurrent.futures.ThreadPoolExecutor = self._opened[name]
         return found
+
+
+async def _ready(value: _T) -> _T:
+    return value

@@ -7,7 +7,9 @@ import socket
 
 
 def notify(message: str) -> bool:
-    """Send one notification; False when not running under systemd (no NOTIFY_SOCKET)."""
+    """Send one notification; False when not running under systemd (no NOTIFY_SOCKET), or when
+    its queue is full: the event loop calls this, and must never block on a listener that
+    stopped reading."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
@@ -15,7 +17,11 @@ def notify(message: str) -> bool:
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         sock.connect(address)
-        sock.sendall(message.encode())
+        sock.setblocking(False)
+        try:
+            sock.send(message.encode())
+        except BlockingIOError:
+            return False
     return True
 
 

@@ -219,6 +219,14 @@ FROM post_media
 WHERE {due}
   AND ($1::text IS NULL OR storage_node IS NULL OR storage_node = $1);
 
+-- count_held --
+-- How many rows of this stage the lease owners $1 (a host's worker processes) hold now: run
+-- --once with several processes stops when this and count_due are zero for every stage.
+SELECT count(*)
+FROM post_media
+WHERE {stage}_lease_owner = ANY($1::text[])
+  AND {stage}_lease_expires_at > now();
+
 -- requeue --
 -- Put rows of this stage back in the queue as new (retry, analyze, derive): attempts start
 -- over. $2 names rows by media_id (NULL: any), $3 an error_code, $4 a post.

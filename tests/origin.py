@@ -39,6 +39,9 @@ class Origin:
         # Handlers that hang wait on this; it is set when the origin stops, so none outlives it.
         self.released = asyncio.Event()
         self._routes: dict[str, Handler] = {}
+        # Requests being answered now, and the most there ever were at once.
+        self.active = 0
+        self.most_active = 0
 
     @property
     def base(self) -> str:
@@ -94,7 +97,12 @@ class Origin:
         handler = self._routes.get(request.path)
         if handler is None:
             return web.Response(status=404, text="no such route\n")
-        return await handler(request)
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            return await handler(request)
+        finally:
+            self.active -= 1
 
 
 def body(
@@ -110,6 +118,16 @@ def body(
         return web.Response(
             body=data, status=status, headers={"Content-Type": content_type, **(headers or {})}
         )
+
+    return handle
+
+
+def slow(data: bytes, seconds: float, *, content_type: str = "image/jpeg") -> Handler:
+    """Fixed bytes after `seconds`: an origin far away, so requests overlap."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(seconds)
+        return web.Response(body=data, content_type=content_type)
 
     return handle
 

@@ -20,8 +20,8 @@ from yarl import URL
 from mediad import errors, metrics, stages
 from mediad.media import audio_video, decoders, kinds, probe, sniff
 from mediad.net import platforms
-from mediad.net.breaker import HostBreaker
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
+from mediad.net.hostlimits import HostLimits, LocalHostLimits
 from mediad.resources import Resources
 from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
@@ -55,7 +55,7 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
         resources.store,
         fetcher,
         await resources.decoders(),
-        per_host=config.download.per_host_concurrency,
+        await resources.host_limits(),
         executor=resources.executor("mediad-download", _THREADS),
         storage_node=config.storage.node_name,
     )
@@ -97,12 +97,6 @@ def source_url(row: Row, url: str) -> str:
     return url
 
 
-@dataclass
-class _HostSlot:
-    semaphore: asyncio.Semaphore
-    users: int = 0
-
-
 class Downloader:
     """Turns one row into a stored file; concurrent rows with the same source share one fetch."""
 
@@ -111,9 +105,8 @@ class Downloader:
         store: Store,
         fetcher: Fetcher,
         decoder_pool: decoders.DecoderPool,
-        breaker: HostBreaker | None = None,
+        hosts: HostLimits | None = None,
         *,
-        per_host: int = 4,
         executor: concurrent.futures.Executor | None = None,
         storage_node: str | None = None,
     ) -> None:
@@ -122,7 +115,8 @@ class Downloader:
         self._storage_node = storage_node
         self._fetcher = fetcher
         self._decoders = decoder_pool
-        self._breaker = breaker or HostBreaker()
+        # Per-host slots and the circuit breaker: this process's own, or the whole host's.
+        self._hosts = hosts or LocalHostLimits(per_host=4)
         # The same URL wanted by two rows at once is fetched once.
         self._in_flight: SingleFlight[str, Downloaded] = SingleFlight(
             lambda: errors.TransientFetchError("the shared download was interrupted")
@@ -132,8 +126,6 @@ class Downloader:
         # cancelled row never leaves work queued.
         self._executor = executor
         self._thread_slots = asyncio.Semaphore(_THREADS)
-        self._per_host = per_host
-        self._host_slots: dict[str, _HostSlot] = {}
 
     async def process(self, row: Row) -> Result:
         source = source_url(row, validate(row))
@@ -173,18 +165,18 @@ class Downloader:
             except errors.TransientFetchError as exc:
                 self._note_failure(host, exc)
                 raise
-            self._breaker.success(host)
+            self._hosts.success(host)
             return done
         raise AssertionError("candidate_urls always returns at least one URL")
 
     def _note_failure(self, host: str, exc: errors.StageError) -> None:
-        if isinstance(exc, errors.TransientError) and self._breaker.failure(host):
+        if isinstance(exc, errors.TransientError) and self._hosts.failure(host):
             log.warning("host_backing_off", host=host, error_code=exc.error_code)
 
     async def _fetch_one(self, url: str, host: str, expires_at: datetime | None) -> Downloaded:
         self._check_breaker(host)
         async with Spool(self._open_temp) as spool:
-            async with self._host_slot(host):
+            async with self._hosts.slot(host):
                 # Asked again once a slot is free: rows that queued behind a host's failing
                 # fetches are deferred instead of failing in turn.
                 self._check_breaker(host)
@@ -251,28 +243,13 @@ class Downloader:
         return tmp
 
     def _check_breaker(self, host: str) -> None:
-        wait = self._breaker.blocked_for(host)
+        wait = self._hosts.blocked_for(host)
         if wait > 0:
             raise errors.DeferredError(
                 f"{host} is backing off after repeated failures",
                 error_code="host_backoff",
                 delay=wait,
             )
-
-    @contextlib.asynccontextmanager
-    async def _host_slot(self, host: str) -> AsyncIterator[None]:
-        """One of the `per_host` fetches of `host` allowed at once."""
-        slot = self._host_slots.get(host)
-        if slot is None:
-            slot = self._host_slots[host] = _HostSlot(asyncio.Semaphore(self._per_host))
-        slot.users += 1
-        try:
-            async with slot.semaphore:
-                yield
-        finally:
-            slot.users -= 1
-            if slot.users == 0:
-                del self._host_slots[host]
 
 
 def _sniffed(head: bytes | None) -> str | None:
