@@ -267,41 +267,140 @@ CASE WHEN p.{status} = 'not_started'{ready}
     THEN mediad_event('{skipped_event}', 'info', jsonb_build_object('reason', '{disabled_reason}'))
     ELSE '[]' END
 
--- counts_row --
--- One stage's entry in stage_counts: its name, status, whether due now, whether leased.
-('{stage}', {status}, {due}, {status} = 'started' AND {stage}_lease_expires_at > now())
+-- count_key --
+-- One stage's key of a row in mediad_row_counts: the stage, its status, and for a failed row
+-- its error_code.
+('{stage}', {status}, CASE WHEN {status} = 'failed' THEN coalesce(error_code, 'unknown') END)
+
+-- queue_count --
+-- One stage's rows due now and rows leased, read through its queue index (the rows waiting or
+-- leased), so the cost follows the queue, not the table.
+SELECT '{stage}' AS stage,
+    count(*) FILTER (WHERE {due}) AS due,
+    count(*) FILTER (WHERE {status} = 'started' AND {stage}_lease_expires_at > now()) AS leased
+FROM post_media
+WHERE {stage}_queued
 
 -- evictable --
 -- This stage lets a local file go.
 {status} IN ({evictable_statuses})
 
--- notify_check --
--- The row just became due for this stage: wake its pools.
-IF NEW.{stage}_queued AND NEW.{status} = 'not_started'
-       AND (TG_OP = 'INSERT' OR NOT OLD.{stage}_queued OR OLD.{status} <> 'not_started') THEN
-        PERFORM pg_notify('mediad', '{stage}');
-    END IF;
+-- notify_inserted --
+-- A statement inserted rows due for this stage: wake its pools, once.
+IF EXISTS (SELECT FROM mediad_new WHERE {stage}_queued AND {status} = 'not_started') THEN
+            PERFORM pg_notify('mediad', '{stage}');
+        END IF;
+
+-- notify_updated --
+-- A statement made rows due for this stage (re-queued, or their last prerequisite done): wake
+-- its pools, once.
+IF EXISTS (SELECT FROM mediad_new AS n
+                   WHERE n.{stage}_queued AND n.{status} = 'not_started'
+                     AND NOT EXISTS (SELECT FROM mediad_old AS o
+                                     WHERE o.media_id = n.media_id
+                                       AND o.{stage}_queued AND o.{status} = 'not_started')) THEN
+            PERFORM pg_notify('mediad', '{stage}');
+        END IF;
 
 -- plain queries --
 
 -- notify_function --
--- Wakes idle pools when a row becomes due for a stage (inserted, re-queued, or its last
--- prerequisite done); (re)installed by every migrate from the stage declarations.
+-- Wakes idle pools when rows become due for a stage (inserted, re-queued, or their last
+-- prerequisite done): one NOTIFY per statement and stage, however many rows it wrote;
+-- (re)installed by every migrate from the stage declarations.
 CREATE OR REPLACE FUNCTION mediad_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    {notify_checks}
+    IF TG_OP = 'INSERT' THEN
+        {notify_inserted}
+    ELSE
+        {notify_updated}
+    END IF;
     RETURN NULL;
 END
 $$;
 
 -- notify_trigger --
--- The WHEN clause keeps the function out of the hot path: claims and most completions do
--- not make a row due anywhere.
+-- Statement triggers: a bulk INSERT ... SELECT or COPY of 100,000 rows calls the function once,
+-- with the rows it wrote as transition tables. (A row trigger, with its WHEN clause, ran once
+-- per row; it is dropped here.) Transition tables cannot go with `UPDATE OF columns`, so every
+-- UPDATE calls it; one that makes nothing due costs a scan of the rows it wrote.
 DROP TRIGGER IF EXISTS mediad_notify ON post_media;
-CREATE TRIGGER mediad_notify AFTER INSERT OR UPDATE OF {status_columns}
-    ON post_media FOR EACH ROW
-    WHEN ({notify_when})
-    EXECUTE FUNCTION mediad_notify();
+DROP TRIGGER IF EXISTS mediad_notify_insert ON post_media;
+DROP TRIGGER IF EXISTS mediad_notify_update ON post_media;
+CREATE TRIGGER mediad_notify_insert AFTER INSERT ON post_media
+    REFERENCING NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_notify();
+CREATE TRIGGER mediad_notify_update AFTER UPDATE ON post_media
+    REFERENCING OLD TABLE AS mediad_old NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_notify();
+
+-- count_function --
+-- Keeps mediad_row_counts exact: every statement that inserts, updates or deletes rows adds,
+-- in its own transaction, one delta row per (stage, status, error_code) it changed. Appending
+-- takes no row lock, so writers never wait on each other's counts, however long a scraper's
+-- transaction; fold_row_counts sums the deltas now and then.
+CREATE OR REPLACE FUNCTION mediad_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM mediad_row_counts;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT k.stage, k.status, k.error_code, count(*)
+        FROM mediad_new, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        GROUP BY 1, 2, 3;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT k.stage, k.status, k.error_code, -count(*)
+        FROM mediad_old, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        GROUP BY 1, 2, 3;
+    ELSE
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT stage, status, error_code, sum(delta)
+        FROM (
+            SELECT k.*, 1 AS delta
+            FROM mediad_new, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+            UNION ALL
+            SELECT k.*, -1 AS delta
+            FROM mediad_old, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        ) AS d
+        GROUP BY 1, 2, 3
+        HAVING sum(delta) <> 0;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- count_triggers --
+-- One statement trigger per kind of write (transition tables take one event each).
+DROP TRIGGER IF EXISTS mediad_count_insert ON post_media;
+DROP TRIGGER IF EXISTS mediad_count_update ON post_media;
+DROP TRIGGER IF EXISTS mediad_count_delete ON post_media;
+DROP TRIGGER IF EXISTS mediad_count_truncate ON post_media;
+CREATE TRIGGER mediad_count_insert AFTER INSERT ON post_media
+    REFERENCING NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
+CREATE TRIGGER mediad_count_update AFTER UPDATE ON post_media
+    REFERENCING OLD TABLE AS mediad_old NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
+CREATE TRIGGER mediad_count_delete AFTER DELETE ON post_media
+    REFERENCING OLD TABLE AS mediad_old
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
+CREATE TRIGGER mediad_count_truncate AFTER TRUNCATE ON post_media
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
+
+-- count_lock --
+-- While the counts are taken again and their triggers replaced, no row may change (reads go
+-- on): taken first, so the later trigger DDL cannot deadlock with a writer.
+LOCK TABLE post_media IN SHARE ROW EXCLUSIVE MODE;
+
+-- recount_rows --
+-- Count every row again: a full scan, run only when the counting triggers change (the first
+-- migrate that installs them, a stage added or removed).
+DELETE FROM mediad_row_counts;
+INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+SELECT k.stage, k.status, k.error_code, count(*)
+FROM post_media, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+GROUP BY 1, 2, 3;
 
 -- derived_table --
 -- The schema objects derived from the stage declarations, as last installed.
@@ -319,26 +418,35 @@ SELECT name, definition FROM mediad_derived;
 INSERT INTO mediad_derived (name, definition) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition;
 
--- stage_counts --
--- Rows per stage and status, with how many are due now and how many are leased.
-SELECT stage, status, count(*) AS rows,
-    count(*) FILTER (WHERE due) AS due,
-    count(*) FILTER (WHERE leased) AS leased
-FROM post_media,
-LATERAL (VALUES
-    {counts_rows}
-) AS s(stage, status, due, leased)
-GROUP BY stage, status
-ORDER BY stage, status;
+-- row_counts --
+-- Rows per stage and status, and the failed ones per error_code, summed from the delta rows
+-- the counting triggers keep (a handful per key between folds).
+SELECT stage, status, error_code, sum(rows)::bigint AS rows
+FROM mediad_row_counts
+GROUP BY stage, status, error_code
+HAVING sum(rows) <> 0;
 
--- failures_by_code --
--- Failed rows per stage and error_code, most frequent first.
-SELECT stage, coalesce(error_code, 'unknown') AS error_code, count(*) AS rows
-FROM post_media,
-LATERAL (VALUES {failure_rows}) AS s(stage, status)
-WHERE status = 'failed'
-GROUP BY stage, error_code
-ORDER BY rows DESC, stage, error_code;
+-- fold_row_counts --
+-- Sum the delta rows into one row per key once there are more than $2 of them, unless another
+-- fold holds the lock ($1). Atomic: a reader sees the deltas or their sums, never both, and
+-- deltas committed meanwhile stay for the next fold.
+WITH folding AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM mediad_row_counts) > $2 AND pg_try_advisory_xact_lock($1)
+        AS allowed
+), folded AS (
+    DELETE FROM mediad_row_counts
+    WHERE (SELECT allowed FROM folding)
+    RETURNING stage, status, error_code, rows
+)
+INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+SELECT stage, status, error_code, sum(rows)
+FROM folded
+GROUP BY stage, status, error_code
+HAVING sum(rows) <> 0;
+
+-- queue_counts --
+-- Per stage, the rows due now and the rows leased (see the queue_count fragment).
+{queue_counts}
 
 -- enqueue --
 -- Insert one row as a scraper would, returning its media_id.
