@@ -150,8 +150,13 @@ def plain(registry: Registry = stages.ALL) -> dict[str, str]:
             )
             for d in evicting
         ),
-        "notify_inserted": "\n        ".join(_fragment("notify_inserted", d) for d in registry),
-        "notify_updated": "\n        ".join(_fragment("notify_updated", d) for d in registry),
+        "made_due_inserted": ",\n            ".join(
+            _fragment("made_due", d, was_due="false") for d in registry
+        ),
+        "made_due_updated": ",\n            ".join(
+            _fragment("made_due", d, was_due=_fragment("was_due", d)) for d in registry
+        ),
+        "notify_stages": "\n    ".join(_fragment("notify_stage", d) for d in registry),
         "status_columns": ", ".join(d.status_column for d in registry),
     }
     return {name: fill(body, values) for name, body in _sections().plain.items()}

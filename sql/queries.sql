@@ -285,36 +285,38 @@ WHERE {stage}_queued
 -- This stage lets a local file go.
 {status} IN ({evictable_statuses})
 
--- notify_inserted --
--- A statement inserted rows due for this stage: wake its pools, once.
-IF EXISTS (SELECT FROM mediad_new WHERE {stage}_queued AND {status} = 'not_started') THEN
-            PERFORM pg_notify('mediad', '{stage}');
-        END IF;
+-- made_due --
+-- Whether a statement made rows due for this stage: queued and waiting in its result ("n"),
+-- and not already so before it ({was_due}: false for an insert).
+bool_or(n.{stage}_queued AND n.{status} = 'not_started' AND NOT {was_due}) AS {stage}
 
--- notify_updated --
--- A statement made rows due for this stage (re-queued, or their last prerequisite done): wake
--- its pools, once.
-IF EXISTS (SELECT FROM mediad_new AS n
-                   WHERE n.{stage}_queued AND n.{status} = 'not_started'
-                     AND NOT EXISTS (SELECT FROM mediad_old AS o
-                                     WHERE o.media_id = n.media_id
-                                       AND o.{stage}_queued AND o.{status} = 'not_started')) THEN
-            PERFORM pg_notify('mediad', '{stage}');
-        END IF;
+-- was_due --
+-- ... for an update: the row as it was ("o").
+coalesce(o.{stage}_queued AND o.{status} = 'not_started', false)
+
+-- notify_stage --
+-- Wake this stage's pools.
+IF made_due.{stage} THEN
+        PERFORM pg_notify('mediad', '{stage}');
+    END IF;
 
 -- plain queries --
 
 -- notify_function --
 -- Wakes idle pools when rows become due for a stage (inserted, re-queued, or their last
--- prerequisite done): one NOTIFY per statement and stage, however many rows it wrote;
--- (re)installed by every migrate from the stage declarations.
+-- prerequisite done): one pass over the rows a statement wrote, and one NOTIFY per stage,
+-- however many rows; (re)installed by every migrate from the stage declarations.
 CREATE OR REPLACE FUNCTION mediad_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    made_due record;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        {notify_inserted}
+        SELECT {made_due_inserted} INTO made_due FROM mediad_new AS n;
     ELSE
-        {notify_updated}
+        SELECT {made_due_updated} INTO made_due
+        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id);
     END IF;
+    {notify_stages}
     RETURN NULL;
 END
 $$;
@@ -343,28 +345,35 @@ CREATE OR REPLACE FUNCTION mediad_count_rows() RETURNS trigger LANGUAGE plpgsql 
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM mediad_row_counts;
-    ELSIF TG_OP = 'INSERT' THEN
+        RETURN NULL;
+    END IF;
+    -- The rows are grouped by their statuses first (a handful of groups however many rows),
+    -- then each group is split into its stages' keys.
+    IF TG_OP = 'INSERT' THEN
         INSERT INTO mediad_row_counts (stage, status, error_code, rows)
-        SELECT k.stage, k.status, k.error_code, count(*)
-        FROM mediad_new, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        SELECT k.stage, k.status, k.error_code, sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_new GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO mediad_row_counts (stage, status, error_code, rows)
-        SELECT k.stage, k.status, k.error_code, -count(*)
-        FROM mediad_old, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        SELECT k.stage, k.status, k.error_code, -sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_old GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3;
     ELSE
         INSERT INTO mediad_row_counts (stage, status, error_code, rows)
-        SELECT stage, status, error_code, sum(delta)
-        FROM (
-            SELECT k.*, 1 AS delta
-            FROM mediad_new, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
-            UNION ALL
-            SELECT k.*, -1 AS delta
-            FROM mediad_old, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
-        ) AS d
+        SELECT k.stage, k.status, k.error_code, sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_new GROUP BY {status_columns}, error_code
+              UNION ALL
+              SELECT {status_columns}, error_code, -count(*)
+              FROM mediad_old GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3
-        HAVING sum(delta) <> 0;
+        HAVING sum(g.rows) <> 0;
     END IF;
     RETURN NULL;
 END
