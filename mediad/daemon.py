@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import db, errors, migrate, queries, stages, systemd
+from mediad import counts, db, errors, migrate, progress, queries, stages, systemd
 from mediad.config import Config
 from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
@@ -79,6 +79,7 @@ async def run(
                 )
                 pools.append(_pool(config, stage, queue))
             await stack.enter_async_context(_evictor(resources))
+            await stack.enter_async_context(counts.folding(resources.pool))
             stack.enter_context(_signals(stop))
             await _supervise(config, url, owner, pools, stop, once)
 
@@ -131,6 +132,9 @@ async def _supervise(
         asyncio.create_task(listener.run(stop), name="listener"),
         asyncio.create_task(_watchdog(pools, config.daemon.poll_interval), name="watchdog"),
         asyncio.create_task(_announce_stop(stop), name="announce-stop"),
+        asyncio.create_task(
+            progress.log_forever(pools, config.log.progress_interval), name="progress"
+        ),
     ]
     if once:
         helpers.append(asyncio.create_task(_stop_when_drained(pools, stop), name="once"))

@@ -28,11 +28,9 @@ async def report(
         name: {"rows": dict(sorted(rows.items())), "due": now.due[name], "leased": now.leased[name]}
         for name, rows in now.rows.items()
     }
-    failures = sorted(
-        ({"stage": stage, "error_code": code, "rows": rows}
-         for (stage, code), rows in now.failures.items()),
-        key=lambda f: (-f["rows"], f["stage"], f["error_code"]),
-    )  # fmt: skip
+    # Most frequent first, as the full scan ordered them.
+    ordered = sorted(now.failures.items(), key=lambda item: (-item[1], *item[0]))
+    failures = [{"stage": s, "error_code": code, "rows": rows} for (s, code), rows in ordered]
     return {
         "stages": by_stage,
         "queue_depth": {name: entry["due"] for name, entry in by_stage.items()},
