@@ -45,7 +45,7 @@ async def test_watch_into_a_pipe_prints_plain_reports(db_url: str, pool: asyncpg
     assert proc.stdout is not None
     try:
         text = await _read_until(
-            lambda: proc.stdout.read(4096),  # type: ignore[union-attr]
+            lambda: proc.stdout.read(4096),
             lambda t: t.count(HEADER) >= 3 and t.endswith("\n\n"),
         )
     finally:
