@@ -274,7 +274,8 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
 async def _status(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
         if args.watch:
-            await watch.watch(pool, sys.stdout, interval=args.interval, as_json=args.json)
+            with contextlib.suppress(asyncio.CancelledError):  # a second Ctrl-C: at once
+                await watch.watch(pool, sys.stdout, interval=args.interval, as_json=args.json)
             return EXIT_OK
         report = await status.report(pool, post_id=args.post_id)
         if args.json:

@@ -1,6 +1,6 @@
 """Rows per stage and status, read without scanning post_media.
 
-Statement triggers (sql/queries.sql: count_function) append, in the writing statement's own
+Statement triggers (sql/queries.sql: write_function) append, in the writing statement's own
 transaction, the change it made to each (stage, status, error_code) to `mediad_row_counts`;
 every path that changes a status (claims, completions, retries, `mediad retry`, a scraper's
 INSERT or COPY, a DELETE) is counted alike. Folding sums those delta rows, so a read stays a

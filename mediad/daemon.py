@@ -80,7 +80,7 @@ async def run(
                 pools.append(_pool(config, stage, queue))
             await stack.enter_async_context(_evictor(resources))
             await stack.enter_async_context(counts.folding(resources.pool))
-            stack.enter_context(_signals(stop))
+            stack.enter_context(stop_on_signals(stop))
             await _supervise(config, url, owner, pools, stop, once)
 
 
@@ -172,7 +172,8 @@ async def _announce_stop(stop: asyncio.Event) -> None:
 
 
 @contextlib.contextmanager
-def _signals(stop: asyncio.Event) -> Any:
+def stop_on_signals(stop: asyncio.Event) -> Any:
+    """While the block runs, SIGTERM and SIGINT set `stop`; a second one cancels the task."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 

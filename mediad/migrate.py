@@ -23,9 +23,7 @@ _LOCK_KEY = 0x6D65646961640001
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 # The objects built from the stage declarations, in the order they are installed.
-_DERIVED = ("notify_function", "notify_trigger", "count_function", "count_triggers")
-# Those that keep mediad_row_counts: replacing them means counting every row again.
-_COUNTING = frozenset({"count_function", "count_triggers"})
+_DERIVED = ("write_function", "write_triggers")
 
 
 async def migrate(conn: Connection, registry: Registry = stages.ALL) -> list[str]:
@@ -52,17 +50,16 @@ async def migrate(conn: Connection, registry: Registry = stages.ALL) -> list[str
 
 async def _install_derived(conn: Connection, registry: Registry) -> None:
     """Install the declarations' triggers where they differ from what is there: replacing a
-    trigger locks the table, so unchanged ones are left alone. New counting triggers start
-    from a full count, taken while no row may change."""
+    trigger locks the table, so unchanged ones are left alone. New triggers start counting from
+    a full count, taken while no row may change."""
     sql = queries.plain(registry)
     await conn.execute(sql["derived_table"])
     installed = {r["name"]: r["definition"] for r in await conn.fetch(sql["derived_definitions"])}
     changed = [name for name in _DERIVED if installed.get(name) != sql[name]]
     if changed:
         async with conn.transaction():
-            if _COUNTING.intersection(changed):
-                await conn.execute(sql["count_lock"])
-                await conn.execute(sql["recount_rows"])
+            await conn.execute(sql["count_lock"])
+            await conn.execute(sql["recount_rows"])
             for name in _DERIVED:
                 await conn.execute(sql[name])
                 await conn.execute(sql["derived_record"], name, sql[name])

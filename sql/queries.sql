@@ -302,46 +302,18 @@ IF made_due.{stage} THEN
 
 -- plain queries --
 
--- notify_function --
--- Wakes idle pools when rows become due for a stage (inserted, re-queued, or their last
--- prerequisite done): one pass over the rows a statement wrote, and one NOTIFY per stage,
--- however many rows; (re)installed by every migrate from the stage declarations.
-CREATE OR REPLACE FUNCTION mediad_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+-- write_function --
+-- What every statement writing post_media causes, called once per statement with the rows it
+-- wrote as transition tables (however many: a bulk INSERT ... SELECT or COPY of 100,000 rows
+-- is one call); (re)installed by every migrate from the stage declarations.
+-- Counts: mediad_row_counts gets, in the statement's own transaction, one delta row per
+-- (stage, status, error_code) it changed. Appending takes no row lock, so writers never wait
+-- on each other's counts, however long a scraper's transaction; fold_row_counts sums them.
+-- Wake-ups: one NOTIFY per stage for which the statement made rows due (inserted, re-queued,
+-- or their last prerequisite done), in one pass over its rows.
+CREATE OR REPLACE FUNCTION mediad_after_write() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     made_due record;
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        SELECT {made_due_inserted} INTO made_due FROM mediad_new AS n;
-    ELSE
-        SELECT {made_due_updated} INTO made_due
-        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id);
-    END IF;
-    {notify_stages}
-    RETURN NULL;
-END
-$$;
-
--- notify_trigger --
--- Statement triggers: a bulk INSERT ... SELECT or COPY of 100,000 rows calls the function once,
--- with the rows it wrote as transition tables. (A row trigger, with its WHEN clause, ran once
--- per row; it is dropped here.) Transition tables cannot go with `UPDATE OF columns`, so every
--- UPDATE calls it; one that makes nothing due costs a scan of the rows it wrote.
-DROP TRIGGER IF EXISTS mediad_notify ON post_media;
-DROP TRIGGER IF EXISTS mediad_notify_insert ON post_media;
-DROP TRIGGER IF EXISTS mediad_notify_update ON post_media;
-CREATE TRIGGER mediad_notify_insert AFTER INSERT ON post_media
-    REFERENCING NEW TABLE AS mediad_new
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_notify();
-CREATE TRIGGER mediad_notify_update AFTER UPDATE ON post_media
-    REFERENCING OLD TABLE AS mediad_old NEW TABLE AS mediad_new
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_notify();
-
--- count_function --
--- Keeps mediad_row_counts exact: every statement that inserts, updates or deletes rows adds,
--- in its own transaction, one delta row per (stage, status, error_code) it changed. Appending
--- takes no row lock, so writers never wait on each other's counts, however long a scraper's
--- transaction; fold_row_counts sums the deltas now and then.
-CREATE OR REPLACE FUNCTION mediad_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         DELETE FROM mediad_row_counts;
@@ -356,6 +328,7 @@ BEGIN
               FROM mediad_new GROUP BY {status_columns}, error_code) AS g,
         LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3;
+        SELECT {made_due_inserted} INTO made_due FROM mediad_new AS n;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO mediad_row_counts (stage, status, error_code, rows)
         SELECT k.stage, k.status, k.error_code, -sum(g.rows)
@@ -363,6 +336,7 @@ BEGIN
               FROM mediad_old GROUP BY {status_columns}, error_code) AS g,
         LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3;
+        RETURN NULL;
     ELSE
         INSERT INTO mediad_row_counts (stage, status, error_code, rows)
         SELECT k.stage, k.status, k.error_code, sum(g.rows)
@@ -374,37 +348,44 @@ BEGIN
         LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3
         HAVING sum(g.rows) <> 0;
+        SELECT {made_due_updated} INTO made_due
+        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id);
     END IF;
+    {notify_stages}
     RETURN NULL;
 END
 $$;
 
--- count_triggers --
--- One statement trigger per kind of write (transition tables take one event each).
-DROP TRIGGER IF EXISTS mediad_count_insert ON post_media;
-DROP TRIGGER IF EXISTS mediad_count_update ON post_media;
-DROP TRIGGER IF EXISTS mediad_count_delete ON post_media;
-DROP TRIGGER IF EXISTS mediad_count_truncate ON post_media;
-CREATE TRIGGER mediad_count_insert AFTER INSERT ON post_media
+-- write_triggers --
+-- One statement trigger per kind of write (transition tables take one event each, and cannot
+-- go with `UPDATE OF columns`: every UPDATE calls it, one that changes no status costing a
+-- pass over the rows it wrote). The row trigger that NOTIFYed once per row is dropped.
+DROP TRIGGER IF EXISTS mediad_notify ON post_media;
+DROP FUNCTION IF EXISTS mediad_notify();
+DROP TRIGGER IF EXISTS mediad_after_insert ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_update ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_delete ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_truncate ON post_media;
+CREATE TRIGGER mediad_after_insert AFTER INSERT ON post_media
     REFERENCING NEW TABLE AS mediad_new
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
-CREATE TRIGGER mediad_count_update AFTER UPDATE ON post_media
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_update AFTER UPDATE ON post_media
     REFERENCING OLD TABLE AS mediad_old NEW TABLE AS mediad_new
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
-CREATE TRIGGER mediad_count_delete AFTER DELETE ON post_media
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_delete AFTER DELETE ON post_media
     REFERENCING OLD TABLE AS mediad_old
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
-CREATE TRIGGER mediad_count_truncate AFTER TRUNCATE ON post_media
-    FOR EACH STATEMENT EXECUTE FUNCTION mediad_count_rows();
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_truncate AFTER TRUNCATE ON post_media
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
 
 -- count_lock --
--- While the counts are taken again and their triggers replaced, no row may change (reads go
+-- While the counts are taken again and the triggers replaced, no row may change (reads go
 -- on): taken first, so the later trigger DDL cannot deadlock with a writer.
 LOCK TABLE post_media IN SHARE ROW EXCLUSIVE MODE;
 
 -- recount_rows --
--- Count every row again: a full scan, run only when the counting triggers change (the first
--- migrate that installs them, a stage added or removed).
+-- Count every row again: a full scan, run only when the triggers change (the first migrate
+-- that installs them, a stage added or removed).
 DELETE FROM mediad_row_counts;
 INSERT INTO mediad_row_counts (stage, status, error_code, rows)
 SELECT k.stage, k.status, k.error_code, count(*)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import asyncpg
 
+from mediad import daemon
 from mediad.commands import status
 
 # Home the cursor and clear the screen: one frame replaces the last.
@@ -71,7 +70,7 @@ async def watch(
     stop = stop or asyncio.Event()
     redraw = out.isatty() and not as_json
     previous: tuple[float, dict[str, Any]] | None = None
-    with _stopped_by_signals(stop):
+    with daemon.stop_on_signals(stop):
         while not stop.is_set():
             report = await status.report(pool)
             taken = time.monotonic()
@@ -88,18 +87,3 @@ async def watch(
             out.flush()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-
-
-@contextlib.contextmanager
-def _stopped_by_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, stop.set)
-            installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)

@@ -35,6 +35,11 @@ LATERAL (VALUES ('download', download_status), ('archive', archive_status),
 GROUP BY 1, 2, 3
 """
 
+# How often this transaction called the trigger function.
+TRIGGER_CALLS = (
+    "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'mediad_after_write'"
+)
+
 BULK_INSERT = """
 INSERT INTO post_media (post_id, media_url, media_type)
 SELECT 'bulk-' || i, 'https://pbs.twimg.com/media/bulk-' || i || '-' || $2 || '.jpg', 'image'
@@ -188,7 +193,7 @@ async def test_counts_stay_exact_under_concurrent_writers(
 async def test_a_bulk_insert_notifies_once_per_statement(
     db_url: str, pool: asyncpg.Pool[Any]
 ) -> None:
-    """INSERT ... SELECT and COPY of 100,000 rows each call the wake-up trigger once, and the
+    """INSERT ... SELECT and COPY of 100,000 rows each call the trigger function once, and the
     daemon's channel hears from each statement."""
     heard: asyncio.Queue[str] = asyncio.Queue()
     listener = await asyncpg.connect(db_url)
@@ -201,9 +206,7 @@ async def test_a_bulk_insert_notifies_once_per_statement(
                 pytest.skip("counting function calls needs a superuser")
             async with conn.transaction():
                 await conn.execute(BULK_INSERT, 100_000, "d")
-                calls = await conn.fetchval(
-                    "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'mediad_notify'"
-                )
+                calls = await conn.fetchval(TRIGGER_CALLS)
             assert calls == 1
             assert await asyncio.wait_for(heard.get(), timeout=10) == "download"
             async with conn.transaction():
@@ -213,9 +216,7 @@ async def test_a_bulk_insert_notifies_once_per_statement(
                              for i in range(100_000)],
                     columns=["post_id", "media_url", "media_type"],
                 )  # fmt: skip
-                calls = await conn.fetchval(
-                    "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'mediad_notify'"
-                )
+                calls = await conn.fetchval(TRIGGER_CALLS)
             assert calls == 1
             assert await asyncio.wait_for(heard.get(), timeout=10) == "download"
     finally:
