@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
 
-from mediad import __version__, config, daemon, db, errors, migrate, queries, stages
+from mediad import __version__, config, db, errors, migrate, queries, stages
 from mediad import log as logsetup
-from mediad.commands import derive as derive_commands
-from mediad.commands import duplicates, importer, status, watch
+from mediad.commands import duplicates, importer, progress, status, watch
 from mediad.stage import Result, Row
 from mediad.storage.local import Store
 
-# The archive's modules bring aioboto3 and botocore, about 0.3 s to import: the commands that
-# need them import them, and every other command (`run` without the archive) starts sooner.
+# The archive's modules bring aioboto3 and botocore, about 0.3 s to import, and the daemon
+# (with the derive commands, which reach the archive) the stages, aiohttp and the decoders:
+# the commands that need them import them, and every other command starts sooner (a backfill
+# of `mediad import` in many small runs pays start-up each time).
 if TYPE_CHECKING:
     from mediad.commands import verify
     from mediad.storage import s3
@@ -67,12 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--platform", help="default: derived from the URL's host")
 
     importing = commands.add_parser(
-        "import", help="queue the media of posts saved as JSON files (seed 001, Twitter API)"
+        "import",
+        help="queue the media of posts saved as JSON files (seed 001, Twitter, Facebook and"
+        " Instagram Graph API)",
     )
     importing.add_argument(
         "paths", nargs="+", metavar="PATH", help="JSON or JSON Lines files, or directories of them"
     )
-    importing.add_argument("--json", action="store_true")
+    importing.add_argument(
+        "--json", action="store_true", help="a JSON report per file, no progress bar"
+    )
 
     counting = commands.add_parser("status", help="counts per stage and status, failures by code")
     counting.add_argument("--json", action="store_true")
@@ -203,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad import daemon
+
     try:
         await daemon.run(cfg, once=args.once)
     except asyncio.CancelledError:
@@ -250,22 +257,38 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    # The bar is for a person watching a terminal; --json and pipes get the summary alone.
+    bar = (
+        None
+        if args.json or not sys.stdout.isatty()
+        else progress.ImportProgress(sys.stdout, len(paths))
+    )
+
+    def tell(line: str, stream: TextIO) -> None:
+        if bar is not None:
+            bar.say(line, stream)
+        else:
+            print(line, file=stream)
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
-        reports = [await importer.import_file(pool, path) for path in paths]
-        for report in reports:
+        reports = []
+        async for report in importer.import_files(pool, paths, bar.add if bar else None):
+            reports.append(report)
             if report.error is not None:
-                print(f"mediad import: {report.path}: {report.error}", file=sys.stderr)
+                tell(f"mediad import: {report.path}: {report.error}", sys.stderr)
+            elif not args.json:
+                without = f", {report.without_url} without a URL" if report.without_url else ""
+                tell(
+                    f"{report.path}: {report.posts} posts, {len(report.queued)} media queued,"
+                    f" {report.already_queued} already queued{without}",
+                    sys.stdout,
+                )
+            if bar is not None:
+                bar.file_done()
+        if bar is not None:
+            bar.close()
         if args.json:
             print(json.dumps([r.as_json() for r in reports], indent=2))
-        else:
-            for r in reports:
-                if r.error is None:
-                    without = f", {r.without_url} without a URL" if r.without_url else ""
-                    print(
-                        f"{r.path}: {r.posts} posts, {len(r.queued)} media queued,"
-                        f" {r.already_queued} already queued{without}"
-                    )
         return EXIT_FAILURE if any(r.error is not None for r in reports) else EXIT_OK
 
     return await _with_pool(cfg, work)
@@ -434,6 +457,7 @@ def _archive_configured(cfg: config.Config) -> bool:
 
 
 async def _verify(cfg: config.Config, args: argparse.Namespace) -> int:
+    from mediad.commands import derive as derive_commands
     from mediad.commands import verify
     from mediad.stages import archive
     from mediad.storage import s3
@@ -624,6 +648,7 @@ async def _evict(cfg: config.Config, args: argparse.Namespace) -> int:
 async def _derive(cfg: config.Config, args: argparse.Namespace) -> int:
     if not (args.media_ids or args.post_id or args.all):
         raise errors.ConfigError("derive: name --media-id, --post-id or --all")
+    from mediad.commands import derive as derive_commands
 
     async def work(pool: asyncpg.Pool[Any]) -> int:
         requeued = await derive_commands.requeue(

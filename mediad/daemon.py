@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from mediad import counts, db, errors, migrate, progress, queries, stages, systemd
+from mediad import counts, db, errors, migrate, progress_log, queries, stages, systemd
 from mediad.config import Config
 from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
@@ -133,7 +133,7 @@ async def _supervise(
         asyncio.create_task(_watchdog(pools, config.daemon.poll_interval), name="watchdog"),
         asyncio.create_task(_announce_stop(stop), name="announce-stop"),
         asyncio.create_task(
-            progress.log_forever(pools, config.log.progress_interval), name="progress"
+            progress_log.log_forever(pools, config.log.progress_interval), name="progress"
         ),
     ]
     if once:

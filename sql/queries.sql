@@ -450,13 +450,26 @@ RETURNING media_id;
 SELECT pg_advisory_xact_lock(hashtext('mediad import'));
 
 -- import_media --
--- Queue one medium of an imported post, unless the same post already has a row for this URL;
--- returns the new media_id, or NULL when it was already queued.
-INSERT INTO post_media (post_id, media_url, media_type, platform, variants)
-SELECT $1, $2, $3, $4, $5
+-- Queue a batch of imported media, one array element each ($1 post_id, $2 media_url,
+-- $3 media_type, $4 platform, $5 variants as JSON text, $6 position in the post), except
+-- those whose post already has a row for the URL; each new row's log starts with
+-- media_imported, which says where in the post the medium stands. Returns the new media_ids.
+INSERT INTO post_media (post_id, media_url, media_type, platform, variants, ai_analysis_log)
+SELECT m.post_id, m.media_url, m.media_type, m.platform, m.variants::jsonb,
+    jsonb_build_array(mediad_event('media_imported', 'info',
+        jsonb_build_object('position', m.position, 'primary', m.position = 0)))
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::integer[])
+    AS m(post_id, media_url, media_type, platform, variants, position)
+-- Two tests rather than IS NOT DISTINCT FROM, which no index can answer: each is a probe of
+-- the post_id index per medium (a NULL post_id is found there too). OFFSET 0 keeps each a
+-- probe: as an anti-join, the planner would hash the whole table for every batch (0.4 s a
+-- batch at 400,000 rows, growing with the table).
 WHERE NOT EXISTS (
-    SELECT 1 FROM post_media WHERE post_id IS NOT DISTINCT FROM $1::text AND media_url = $2::text
-)
+    SELECT 1 FROM post_media p WHERE p.post_id = m.post_id AND p.media_url = m.media_url
+    OFFSET 0
+) AND NOT (m.post_id IS NULL AND EXISTS (
+    SELECT 1 FROM post_media p WHERE p.post_id IS NULL AND p.media_url = m.media_url OFFSET 0
+))
 RETURNING media_id;
 
 -- list_rows --

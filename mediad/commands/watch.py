@@ -15,7 +15,6 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from mediad import daemon
 from mediad.commands import status
 
 # Home the cursor and clear the screen: one frame replaces the last.
@@ -67,6 +66,10 @@ async def watch(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Print a report every `interval` seconds until `stop` is set (SIGINT or SIGTERM)."""
+    # The daemon's own signal handling; imported only here, since the daemon brings the
+    # stages' libraries that other commands start without.
+    from mediad import daemon
+
     stop = stop or asyncio.Event()
     redraw = out.isatty() and not as_json
     previous: tuple[float, dict[str, Any]] | None = None

@@ -15,7 +15,7 @@ import pytest
 
 from mediad import stages
 from mediad.pool import StagePool
-from mediad.progress import Progress
+from mediad.progress_log import Progress
 from mediad.queue import StageQueue
 from mediad.retry import Backoff
 from mediad.stage import Stage

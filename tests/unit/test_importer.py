@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from mediad.commands import importer
-from mediad.commands.importer import Media
+from mediad.commands.importer import Document, FileReport, Media
+from tests import graph_api
 
 MP4_LOW: dict[str, Any] = {
     "bitrate": 256000,
@@ -149,8 +150,12 @@ def test_files_hold_one_value_or_json_lines(tmp_path: Path) -> None:
     single.write_text(json.dumps([{"post_id": "a"}, {"post_id": "b"}]))
     lines = tmp_path / "many.jsonl"
     lines.write_text('{"post_id": "c"}\n\n{"post_id": "d"}\n')
-    assert importer.documents(single) == [[{"post_id": "a"}, {"post_id": "b"}]]
-    assert importer.documents(lines) == [{"post_id": "c"}, {"post_id": "d"}]
+    assert importer.documents(single) == [Document([{"post_id": "a"}, {"post_id": "b"}])]
+    # A JSON Lines value keeps its line, for errors that name it.
+    assert importer.documents(lines) == [
+        Document({"post_id": "c"}, 1),
+        Document({"post_id": "d"}, 3),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -184,3 +189,127 @@ def test_directories_contribute_their_json_files_in_order(tmp_path: Path) -> Non
         tmp_path / "b/2.jsonl",
         extra,
     ]
+
+
+def _queued(document: Any) -> list[tuple[str | None, str, str, str | None, int]]:
+    """(post_id, URL, media_type, platform, position) of each medium import would queue."""
+    report = FileReport("page.json")
+    return [
+        (q.media.post_id, q.media.media_url, q.media.media_type, q.media.platform, q.position)
+        for q in importer.rows_to_queue([Document(document)], report)
+    ]
+
+
+def test_facebook_posts_full_picture_first_then_attachments_each_url_once() -> None:
+    """A Graph API page of posts: full_picture leads, then each attachment (an album by its
+    subattachments, a video by its source then its poster); a URL named twice is one medium."""
+    album, video, single, _ = (p["id"] for p in graph_api.FACEBOOK_PAGE_POSTS["data"])
+    assert _queued(graph_api.FACEBOOK_PAGE_POSTS) == [
+        (album, graph_api.fbcdn("album1"), "image", "facebook", 0),
+        (album, graph_api.fbcdn("album2", graph_api.OE_LATER), "image", "facebook", 1),
+        (album, graph_api.fbcdn("album3"), "image", "facebook", 2),
+        (video, graph_api.fbcdn("poster"), "image", "facebook", 0),
+        (video, graph_api.fbvideo("clip"), "video", "facebook", 1),
+        (single, graph_api.fbcdn("single"), "image", "facebook", 0),
+        (single, graph_api.fbcdn("single-orig"), "image", "facebook", 1),
+    ]
+
+
+def test_facebook_post_without_full_picture_and_album_without_pictures() -> None:
+    """Without full_picture the first attachment leads; an album whose subattachments name no
+    picture gives its own cover; a post's deprecated `source` is its video."""
+    post = {
+        "id": "1_2",
+        "source": graph_api.fbvideo("old"),
+        "attachments": {
+            "data": [
+                {
+                    "media": {"image": {"src": graph_api.fbcdn("cover")}},
+                    "type": "album",
+                    "subattachments": {"data": [{"type": "photo", "target": {"id": "3"}}]},
+                },
+                {"type": "share", "title": "a link without a picture"},
+            ]
+        },
+    }
+    assert _queued(post) == [
+        ("1_2", graph_api.fbcdn("cover"), "image", "facebook", 0),
+        ("1_2", graph_api.fbvideo("old"), "video", "facebook", 1),
+    ]
+
+
+def test_instagram_media_photo_video_with_cover_and_carousel_children() -> None:
+    """A page of IG Media: an IMAGE by media_url, a VIDEO then its thumbnail_url, a
+    CAROUSEL_ALBUM by its children (a child video with its cover), all under the post's id."""
+    photo, reel, carousel = (m["id"] for m in graph_api.INSTAGRAM_USER_MEDIA["data"])
+    assert _queued(graph_api.INSTAGRAM_USER_MEDIA) == [
+        (photo, graph_api.igcdn("photo"), "image", "instagram", 0),
+        (reel, graph_api.igvideo("reel"), "video", "instagram", 0),
+        (reel, graph_api.igcdn("reel-cover"), "image", "instagram", 1),
+        (carousel, graph_api.igcdn("slide1"), "image", "instagram", 0),
+        (carousel, graph_api.igvideo("slide2"), "video", "instagram", 1),
+        (carousel, graph_api.igcdn("slide2-cover"), "image", "instagram", 2),
+        (carousel, graph_api.igcdn("slide3"), "image", "instagram", 3),
+    ]
+
+
+def test_instagram_carousel_whose_children_lack_urls_gives_its_cover() -> None:
+    """children asked for by id alone name no URL: the album's own media_url is kept."""
+    album = {
+        "id": "179",
+        "media_type": "CAROUSEL_ALBUM",
+        "media_url": graph_api.igcdn("cover"),
+        "children": {"data": [{"id": "1"}, {"id": "2"}]},
+    }
+    assert _queued(album) == [("179", graph_api.igcdn("cover"), "image", "instagram", 0)]
+
+
+def test_a_medium_listed_again_in_the_file_counts_as_already_queued() -> None:
+    """The same post twice in one file (a re-scrape appended) queues its media once."""
+    post = {"post_id": "p", "media": {"type": "image", "url": "https://cdn.example/a.jpg"}}
+    report = FileReport("twice.jsonl")
+    wanted = importer.rows_to_queue([Document(post, 1), Document(post, 2)], report)
+    assert [q.media.media_url for q in wanted] == ["https://cdn.example/a.jpg"]
+    assert (report.posts, report.already_queued) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("post", "message"),
+    [
+        (
+            {"post_id": "a\x00b", "media": {"url": "https://cdn.example/a.jpg"}},
+            "line 7: its post_id holds a NUL character",
+        ),
+        (
+            {"id": "x", "media_type": "IMAGE", "media_url": "https://cdn.example/\ud800.jpg"},
+            "line 7: its URL holds a lone surrogate",
+        ),
+        (
+            {"post_id": "p" * 2001, "media": {"url": "https://cdn.example/a.jpg"}},
+            "line 7: its post_id is 2001 bytes long, over 2000",
+        ),
+        (
+            {
+                "post_id": "p",
+                "media": {"type": "video", "url": "https://v/a.mp4", "variants": [{"u": "\x00"}]},
+            },
+            "line 7: its variants holds a NUL character",
+        ),
+    ],
+)
+def test_input_postgresql_would_refuse_is_named_with_its_line(
+    post: dict[str, Any], message: str
+) -> None:
+    """Text PostgreSQL cannot store fails the file naming the line, before any insert."""
+    with pytest.raises(importer.ImportFileError, match=message):
+        importer.rows_to_queue([Document(post, 7)], FileReport("bad.jsonl"))
+
+
+def test_a_post_of_a_whole_json_file_is_named_by_its_place() -> None:
+    """In a file holding one JSON list, the bad post is named by its place in the list."""
+    posts = [
+        {"post_id": "ok", "media": {"url": "https://cdn.example/a.jpg"}},
+        {"post_id": "bad\x00", "media": {"url": "https://cdn.example/b.jpg"}},
+    ]
+    with pytest.raises(importer.ImportFileError, match=r"^post 2: its post_id"):
+        importer.rows_to_queue([Document(posts)], FileReport("posts.json"))
