@@ -20,7 +20,7 @@ import asyncpg
 
 from mediad import __version__, config, db, errors, migrate, queries, stages
 from mediad import log as logsetup
-from mediad.commands import duplicates, importer, progress, status
+from mediad.commands import duplicates, importer, progress, status, watch
 from mediad.stage import Result, Row
 from mediad.storage.local import Store
 
@@ -33,6 +33,20 @@ if TYPE_CHECKING:
     from mediad.storage import s3
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _seconds(text: str) -> float:
+    """A duration given on the command line (`2`, `500ms`, `1m`), more than zero."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            seconds = config.parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not more than zero")
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     counting = commands.add_parser("status", help="counts per stage and status, failures by code")
     counting.add_argument("--json", action="store_true")
     counting.add_argument("--post-id", help="also what this post's analyses cost")
+    counting.add_argument(
+        "--watch", action="store_true", help="report again every --interval, until Ctrl-C"
+    )
+    counting.add_argument("--interval", type=_seconds, default=2.0, help="for --watch (2s)")
 
     listing = commands.add_parser("list", help="rows, newest first")
     listing.add_argument("--post-id")
@@ -300,6 +318,10 @@ async def _import(cfg: config.Config, args: argparse.Namespace) -> int:
 
 async def _status(cfg: config.Config, args: argparse.Namespace) -> int:
     async def work(pool: asyncpg.Pool[Any]) -> int:
+        if args.watch:
+            with contextlib.suppress(asyncio.CancelledError):  # a second Ctrl-C: at once
+                await watch.watch(pool, sys.stdout, interval=args.interval, as_json=args.json)
+            return EXIT_OK
         report = await status.report(pool, post_id=args.post_id)
         if args.json:
             print(json.dumps(report, indent=2))

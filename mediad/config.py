@@ -400,6 +400,8 @@ class MediaConfig:
 class LogConfig:
     format: str = _key("json", _one_of("json", "console"))
     level: str = _key("info", _parse_level)
+    # A `progress` line this often (nothing while idle); 0: none.
+    progress_interval: float = _key("60s", parse_duration)
 
 
 @dataclass(frozen=True)

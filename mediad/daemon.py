@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from mediad import db, errors, health, migrate, queries, stages, systemd
+from mediad import counts, db, errors, health, migrate, progress_log, queries, stages, systemd
 from mediad.config import Config
 from mediad.http import server as http_server
 from mediad.pool import DB_ERRORS, StagePool
@@ -127,6 +127,7 @@ async def serve(
             await stack.enter_async_context(
                 http_server.serving(resources, resources.url, registry, pools)
             )
+        await stack.enter_async_context(counts.folding(resources.pool))
         stack.enter_context(signals(stop, duties.signals))
         await _supervise(config, resources.url, owner, pools, stop, once, duties)
 
@@ -187,6 +188,9 @@ async def _supervise(
         asyncio.create_task(listener.run(stop), name="listener"),
         asyncio.create_task(_watchdog(pools, config, herald), name="watchdog"),
         asyncio.create_task(_announce_stop(stop, herald), name="announce-stop"),
+        asyncio.create_task(
+            progress_log.log_forever(pools, config.log.progress_interval), name="progress"
+        ),
     ]
     if once and duties.drains_alone:
         helpers.append(asyncio.create_task(_stop_when_drained(pools, stop), name="once"))
@@ -226,7 +230,9 @@ async def _announce_stop(stop: asyncio.Event, herald: Herald) -> None:
 
 
 @contextlib.contextmanager
-def signals(stop: asyncio.Event, signums: tuple[signal.Signals, ...]) -> Any:
+def signals(
+    stop: asyncio.Event, signums: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> Any:
     """The first of `signums` asks `stop`; a second cancels the running task (stop now)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()

@@ -12,6 +12,33 @@ from typing import Any, TextIO
 
 import structlog
 
+# What the console renderer itself lays out (a traceback, say).
+_RENDERED_AS_IS = frozenset({"exc_info", "exception", "stack", "stack_info"})
+
+
+def flatten(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Nested values as `key.sub=value` pairs and lists as `a,b`: a console line stays one
+    line of plain pairs, never a dict dump (JSON keeps the structure)."""
+    flat: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for sub, inner in value.items():
+                put(f"{key}.{sub}", inner)
+        elif isinstance(value, list | tuple):
+            flat[key] = ",".join(str(v) for v in value)
+        elif isinstance(value, set | frozenset):
+            flat[key] = ",".join(sorted(str(v) for v in value))
+        else:
+            flat[key] = value
+
+    for key, value in event_dict.items():
+        if key in _RENDERED_AS_IS:
+            flat[key] = value
+        else:
+            put(key, value)
+    return flat
+
 
 def configure(format: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     """Route every log record, ours and the libraries', through one structlog renderer."""
@@ -24,8 +51,11 @@ def configure(format: str = "json", level: str = "info", stream: TextIO | None =
     ]
     renderer: Any
     if format == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=(stream or sys.stdout).isatty())
-        final: list[Any] = [renderer]
+        # Keys in the order the event gives them (stage, media_id, ... first), not sorted.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=(stream or sys.stdout).isatty(), sort_keys=False
+        )
+        final: list[Any] = [flatten, renderer]
     else:
         renderer = structlog.processors.JSONRenderer()
         final = [structlog.processors.format_exc_info, renderer]

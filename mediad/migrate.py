@@ -1,5 +1,6 @@
 """Applies the numbered migrations once each, then (re)installs what derives from the stage
-declarations (the wake-up trigger), all under an advisory lock so hosts can race safely."""
+declarations (the wake-up and counting triggers), all under an advisory lock so hosts can race
+safely."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ _LOCK_KEY = 0x6D65646961640001
 Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 # The objects built from the stage declarations, in the order they are installed.
-_DERIVED = ("notify_function", "notify_trigger")
+_DERIVED = ("write_function", "write_triggers")
 
 
 async def migrate(conn: Connection, registry: Registry = stages.ALL) -> list[str]:
@@ -48,14 +49,17 @@ async def migrate(conn: Connection, registry: Registry = stages.ALL) -> list[str
 
 
 async def _install_derived(conn: Connection, registry: Registry) -> None:
-    """Install the declarations' trigger where it differs from what is there: replacing a
-    trigger locks the table, so an unchanged one is left alone."""
+    """Install the declarations' triggers where they differ from what is there: replacing a
+    trigger locks the table, so unchanged ones are left alone. New triggers start counting from
+    a full count, taken while no row may change."""
     sql = queries.plain(registry)
     await conn.execute(sql["derived_table"])
     installed = {r["name"]: r["definition"] for r in await conn.fetch(sql["derived_definitions"])}
     changed = [name for name in _DERIVED if installed.get(name) != sql[name]]
     if changed:
         async with conn.transaction():
+            await conn.execute(sql["count_lock"])
+            await conn.execute(sql["recount_rows"])
             for name in _DERIVED:
                 await conn.execute(sql[name])
                 await conn.execute(sql["derived_record"], name, sql[name])

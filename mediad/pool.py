@@ -41,6 +41,7 @@ class _Job:
     task: asyncio.Task[None] | None = None
     # Why the pool cancelled the task, if it did ("shutdown", "lease_lost").
     cancelled_for: str | None = None
+    started: float = field(default_factory=time.monotonic)
     outcome: Outcome | None = field(default=None, repr=False)
 
 
@@ -267,6 +268,7 @@ class StagePool:
             elif isinstance(outcome, Completed):
                 self.stats.completed += 1
                 metrics.count_outcome(self.stage.name, "completed")
+                self._log_completed(outcome, self._jobs.get(media_id))
             elif isinstance(outcome, Retry | Deferred):
                 self.stats.retried += 1
                 if isinstance(outcome, Retry):
@@ -286,6 +288,21 @@ class StagePool:
             if job is not None and job.outcome is outcome:
                 del self._jobs[media_id]
         self._changed.set()
+
+    def _log_completed(self, outcome: Completed, job: _Job | None) -> None:
+        """One line per finished row, so a tail of the log shows a working daemon."""
+        extra: dict[str, object] = {}
+        if "deduplicated" in outcome.result.details:
+            extra["deduplicated"] = bool(outcome.result.details["deduplicated"])
+        self._log.info(
+            "row_completed",
+            media_id=outcome.row.media_id,
+            attempt=outcome.row.attempt,
+            seconds=round(time.monotonic() - job.started, 3) if job is not None else None,
+            # The file the stage stored or worked on.
+            bytes=outcome.result.columns.get("file_size", outcome.row.file_size),
+            **extra,
+        )
 
     async def _heartbeat_forever(self) -> None:
         interval = self.queue.lease / 3

@@ -140,21 +140,24 @@ def plain(registry: Registry = stages.ALL) -> dict[str, str]:
     """The queries that stand alone, those over every stage assembled from `registry`."""
     evicting = [d for d in registry if d.evictable_when]
     values = {
-        "counts_rows": ",\n    ".join(
-            _fragment("counts_row", d, due=_fragment("due", d)) for d in registry
+        "count_keys": ", ".join(_fragment("count_key", d) for d in registry),
+        "queue_counts": "\nUNION ALL\n".join(
+            _fragment("queue_count", d, due=_fragment("due", d)) for d in registry
         ),
-        "failure_rows": ", ".join(f"('{d.name}', {d.status_column})" for d in registry),
         "evictable": " AND ".join(
             _fragment(
                 "evictable", d, evictable_statuses=", ".join(f"'{s}'" for s in d.evictable_when)
             )
             for d in evicting
         ),
-        "notify_checks": "\n    ".join(_fragment("notify_check", d) for d in registry),
-        "status_columns": ", ".join(d.status_column for d in registry),
-        "notify_when": " OR ".join(
-            f"(NEW.{d.name}_queued AND NEW.{d.status_column} = 'not_started')" for d in registry
+        "made_due_inserted": ",\n            ".join(
+            _fragment("made_due", d, was_due="false") for d in registry
         ),
+        "made_due_updated": ",\n            ".join(
+            _fragment("made_due", d, was_due=_fragment("was_due", d)) for d in registry
+        ),
+        "notify_stages": "\n    ".join(_fragment("notify_stage", d) for d in registry),
+        "status_columns": ", ".join(d.status_column for d in registry),
     }
     return {name: fill(body, values) for name, body in _sections().plain.items()}
 

@@ -275,41 +275,130 @@ CASE WHEN p.{status} = 'not_started'{ready}
     THEN mediad_event('{skipped_event}', 'info', jsonb_build_object('reason', '{disabled_reason}'))
     ELSE '[]' END
 
--- counts_row --
--- One stage's entry in stage_counts: its name, status, whether due now, whether leased.
-('{stage}', {status}, {due}, {status} = 'started' AND {stage}_lease_expires_at > now())
+-- count_key --
+-- One stage's key of a row in mediad_row_counts: the stage, its status, and for a failed row
+-- its error_code.
+('{stage}', {status}, CASE WHEN {status} = 'failed' THEN coalesce(error_code, 'unknown') END)
+
+-- queue_count --
+-- One stage's rows due now and rows leased, read through its queue index (the rows waiting or
+-- leased), so the cost follows the queue, not the table.
+SELECT '{stage}' AS stage,
+    count(*) FILTER (WHERE {due}) AS due,
+    count(*) FILTER (WHERE {status} = 'started' AND {stage}_lease_expires_at > now()) AS leased
+FROM post_media
+WHERE {stage}_queued
 
 -- evictable --
 -- This stage lets a local file go.
 {status} IN ({evictable_statuses})
 
--- notify_check --
--- The row just became due for this stage: wake its pools.
-IF NEW.{stage}_queued AND NEW.{status} = 'not_started'
-       AND (TG_OP = 'INSERT' OR NOT OLD.{stage}_queued OR OLD.{status} <> 'not_started') THEN
+-- made_due --
+-- Whether a statement made rows due for this stage: queued and waiting in its result ("n"),
+-- and not already so before it ({was_due}: false for an insert).
+bool_or(n.{stage}_queued AND n.{status} = 'not_started' AND NOT {was_due}) AS {stage}
+
+-- was_due --
+-- ... for an update: the row as it was ("o").
+coalesce(o.{stage}_queued AND o.{status} = 'not_started', false)
+
+-- notify_stage --
+-- Wake this stage's pools.
+IF made_due.{stage} THEN
         PERFORM pg_notify('mediad', '{stage}');
     END IF;
 
 -- plain queries --
 
--- notify_function --
--- Wakes idle pools when a row becomes due for a stage (inserted, re-queued, or its last
--- prerequisite done); (re)installed by every migrate from the stage declarations.
-CREATE OR REPLACE FUNCTION mediad_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+-- write_function --
+-- What every statement writing post_media causes, called once per statement with the rows it
+-- wrote as transition tables (however many: a bulk INSERT ... SELECT or COPY of 100,000 rows
+-- is one call); (re)installed by every migrate from the stage declarations.
+-- Counts: mediad_row_counts gets, in the statement's own transaction, one delta row per
+-- (stage, status, error_code) it changed. Appending takes no row lock, so writers never wait
+-- on each other's counts, however long a scraper's transaction; fold_row_counts sums them.
+-- Wake-ups: one NOTIFY per stage for which the statement made rows due (inserted, re-queued,
+-- or their last prerequisite done), in one pass over its rows.
+CREATE OR REPLACE FUNCTION mediad_after_write() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    made_due record;
 BEGIN
-    {notify_checks}
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM mediad_row_counts;
+        RETURN NULL;
+    END IF;
+    -- The rows are grouped by their statuses first (a handful of groups however many rows),
+    -- then each group is split into its stages' keys.
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT k.stage, k.status, k.error_code, sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_new GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        GROUP BY 1, 2, 3;
+        SELECT {made_due_inserted} INTO made_due FROM mediad_new AS n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT k.stage, k.status, k.error_code, -sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_old GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        GROUP BY 1, 2, 3;
+        RETURN NULL;
+    ELSE
+        INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+        SELECT k.stage, k.status, k.error_code, sum(g.rows)
+        FROM (SELECT {status_columns}, error_code, count(*) AS rows
+              FROM mediad_new GROUP BY {status_columns}, error_code
+              UNION ALL
+              SELECT {status_columns}, error_code, -count(*)
+              FROM mediad_old GROUP BY {status_columns}, error_code) AS g,
+        LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+        GROUP BY 1, 2, 3
+        HAVING sum(g.rows) <> 0;
+        SELECT {made_due_updated} INTO made_due
+        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id);
+    END IF;
+    {notify_stages}
     RETURN NULL;
 END
 $$;
 
--- notify_trigger --
--- The WHEN clause keeps the function out of the hot path: claims and most completions do
--- not make a row due anywhere.
+-- write_triggers --
+-- One statement trigger per kind of write (transition tables take one event each, and cannot
+-- go with `UPDATE OF columns`: every UPDATE calls it, one that changes no status costing a
+-- pass over the rows it wrote). The row trigger that NOTIFYed once per row is dropped.
 DROP TRIGGER IF EXISTS mediad_notify ON post_media;
-CREATE TRIGGER mediad_notify AFTER INSERT OR UPDATE OF {status_columns}
-    ON post_media FOR EACH ROW
-    WHEN ({notify_when})
-    EXECUTE FUNCTION mediad_notify();
+DROP FUNCTION IF EXISTS mediad_notify();
+DROP TRIGGER IF EXISTS mediad_after_insert ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_update ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_delete ON post_media;
+DROP TRIGGER IF EXISTS mediad_after_truncate ON post_media;
+CREATE TRIGGER mediad_after_insert AFTER INSERT ON post_media
+    REFERENCING NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_update AFTER UPDATE ON post_media
+    REFERENCING OLD TABLE AS mediad_old NEW TABLE AS mediad_new
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_delete AFTER DELETE ON post_media
+    REFERENCING OLD TABLE AS mediad_old
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+CREATE TRIGGER mediad_after_truncate AFTER TRUNCATE ON post_media
+    FOR EACH STATEMENT EXECUTE FUNCTION mediad_after_write();
+
+-- count_lock --
+-- While the counts are taken again and the triggers replaced, no row may change (reads go
+-- on): taken first, so the later trigger DDL cannot deadlock with a writer.
+LOCK TABLE post_media IN SHARE ROW EXCLUSIVE MODE;
+
+-- recount_rows --
+-- Count every row again: a full scan, run only when the triggers change (the first migrate
+-- that installs them, a stage added or removed).
+DELETE FROM mediad_row_counts;
+INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+SELECT k.stage, k.status, k.error_code, count(*)
+FROM post_media, LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
+GROUP BY 1, 2, 3;
 
 -- derived_table --
 -- The schema objects derived from the stage declarations, as last installed.
@@ -327,26 +416,35 @@ SELECT name, definition FROM mediad_derived;
 INSERT INTO mediad_derived (name, definition) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition;
 
--- stage_counts --
--- Rows per stage and status, with how many are due now and how many are leased.
-SELECT stage, status, count(*) AS rows,
-    count(*) FILTER (WHERE due) AS due,
-    count(*) FILTER (WHERE leased) AS leased
-FROM post_media,
-LATERAL (VALUES
-    {counts_rows}
-) AS s(stage, status, due, leased)
-GROUP BY stage, status
-ORDER BY stage, status;
+-- row_counts --
+-- Rows per stage and status, and the failed ones per error_code, summed from the delta rows
+-- the counting triggers keep (a handful per key between folds).
+SELECT stage, status, error_code, sum(rows)::bigint AS rows
+FROM mediad_row_counts
+GROUP BY stage, status, error_code
+HAVING sum(rows) <> 0;
 
--- failures_by_code --
--- Failed rows per stage and error_code, most frequent first.
-SELECT stage, coalesce(error_code, 'unknown') AS error_code, count(*) AS rows
-FROM post_media,
-LATERAL (VALUES {failure_rows}) AS s(stage, status)
-WHERE status = 'failed'
-GROUP BY stage, error_code
-ORDER BY rows DESC, stage, error_code;
+-- fold_row_counts --
+-- Sum the delta rows into one row per key once there are more than $2 of them, unless another
+-- fold holds the lock ($1). Atomic: a reader sees the deltas or their sums, never both, and
+-- deltas committed meanwhile stay for the next fold.
+WITH folding AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM mediad_row_counts) > $2 AND pg_try_advisory_xact_lock($1)
+        AS allowed
+), folded AS (
+    DELETE FROM mediad_row_counts
+    WHERE (SELECT allowed FROM folding)
+    RETURNING stage, status, error_code, rows
+)
+INSERT INTO mediad_row_counts (stage, status, error_code, rows)
+SELECT stage, status, error_code, sum(rows)
+FROM folded
+GROUP BY stage, status, error_code
+HAVING sum(rows) <> 0;
+
+-- queue_counts --
+-- Per stage, the rows due now and the rows leased (see the queue_count fragment).
+{queue_counts}
 
 -- enqueue --
 -- Insert one row as a scraper would, returning its media_id.

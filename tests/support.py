@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import os
 import shutil
 import subprocess
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from mediad import config, daemon, stages
+from mediad import config, daemon, log, stages
 from mediad.resources import Resources
 from mediad.stage import Opener, Result, Row, Stage
 
@@ -136,3 +139,20 @@ def tiny_tmpfs(directory: Path, size: str) -> Iterator[Path]:
         yield point
     finally:
         subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+@contextlib.contextmanager
+def captured_log(format: str = "json") -> Iterator[io.StringIO]:
+    """mediad's logs, set up as `log.format` = `format` does, into a buffer; the root logger and
+    warnings are restored afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        log.configure(format, "info", stream=stream)
+        try:
+            yield stream
+        finally:
+            logging.captureWarnings(False)
+            root.handlers, root.level = handlers, level

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 
-from mediad import queries, stages
+from mediad import counts, queries, stages
 from mediad.queries import Registry
 
 
@@ -14,10 +14,10 @@ async def report(
     pool: asyncpg.Pool[Any], registry: Registry = stages.ALL, *, post_id: str | None = None
 ) -> dict[str, Any]:
     """The `status` figures of every stage in `registry`, as one JSON-ready dict; with
-    `post_id`, also what that post's analyses cost."""
+    `post_id`, also what that post's analyses cost. Its cost follows the queue, not the table
+    (see mediad/counts.py)."""
     sql = queries.plain(tuple(registry))
-    counts = await pool.fetch(sql["stage_counts"])
-    failures = await pool.fetch(sql["failures_by_code"])
+    now = await counts.read(pool, registry)
     spend = dict(await pool.fetchrow(sql["analysis_spend"]) or {})
     if post_id is not None:
         spend["post"] = {
@@ -25,17 +25,16 @@ async def report(
             **dict(await pool.fetchrow(sql["analysis_post_spend"], post_id) or {}),
         }
     by_stage: dict[str, dict[str, Any]] = {
-        d.name: {"rows": {}, "due": 0, "leased": 0} for d in registry
+        name: {"rows": dict(sorted(rows.items())), "due": now.due[name], "leased": now.leased[name]}
+        for name, rows in now.rows.items()
     }
-    for record in counts:
-        entry = by_stage[record["stage"]]
-        entry["rows"][record["status"]] = record["rows"]
-        entry["due"] += record["due"]
-        entry["leased"] += record["leased"]
+    # Most frequent first, as the full scan ordered them.
+    ordered = sorted(now.failures.items(), key=lambda item: (-item[1], *item[0]))
+    failures = [{"stage": s, "error_code": code, "rows": rows} for (s, code), rows in ordered]
     return {
         "stages": by_stage,
         "queue_depth": {name: entry["due"] for name, entry in by_stage.items()},
-        "failures": [dict(r) for r in failures],
+        "failures": failures,
         "analysis_spend": spend,
     }
 

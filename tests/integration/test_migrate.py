@@ -61,6 +61,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0004_platform_hosts",
             "0005_analysis",
             "0006_derive",
+            "0007_row_counts",
             "0008_restored_at",
         ]
         columns = {

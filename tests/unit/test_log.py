@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from mediad import log
 from mediad.media import probe
-from tests import media
+from tests import media, support
 
 
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """JSON logs into a buffer; the root logger and warnings are restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        log.configure("json", "info", stream=stream)
-        try:
-            yield stream
-        finally:
-            logging.captureWarnings(False)
-            root.handlers, root.level = handlers, level
+    with support.captured_log("json") as stream:
+        yield stream
 
 
 def _with_damaged_exif() -> bytes:
