@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
+import structlog
 
 from mediad import __version__, config, db, errors, migrate, queries, stages
 from mediad import log as logsetup
@@ -200,8 +201,9 @@ def _start_workers_as_a_module() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _start_workers_as_a_module()
     args = _parser().parse_args(argv)
+    notices: list[str] = []
     try:
-        cfg = config.load(config.find_config_path(args.config))
+        cfg = config.load(config.find_config_path(args.config), notices=notices)
     except errors.ConfigError as exc:
         print(f"mediad: config: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -210,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         # Commands print their answer on stdout; only problems go to stderr.
         logsetup.configure("console", "warning", stream=sys.stderr)
+    for notice in notices:
+        structlog.get_logger("mediad.config").warning("config_key_retired", notice=notice)
     command = _COMMANDS[args.command]
     try:
         return asyncio.run(command(cfg, args))

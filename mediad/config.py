@@ -269,7 +269,6 @@ class ArchiveConfig:
     part_size: int = _key("8MiB", _parse_part_size)
     upload_concurrency: int = _key(4, _parse_positive_int)
     presign_expiry: float = _key("1h", _parse_presign_expiry)
-    verify_after_upload: bool = _key(True, _parse_bool)
     connect_timeout: float = _key("10s", parse_duration)
     read_timeout: float = _key("60s", parse_duration)
     # When S3 is unreachable or refuses us, the stage pauses this long, doubling up to the max.
@@ -468,12 +467,33 @@ def _env_value(raw: str, parse: Callable[[object], Any]) -> object:
     return raw
 
 
+# Keys that once did something and no longer do, and what became of them. A config file (or an
+# environment) still naming one loads, since config files outlive versions; `load` hands the
+# notice to its caller, which logs it.
+RETIRED: dict[tuple[str, str], str] = {
+    ("archive", "verify_after_upload"): "no longer used, remove it: every archived object is"
+    " verified before its row completes (from the upload's answer where it proves the bytes,"
+    " else by a HEAD)",
+}
+
+
+def _retired_notices(
+    section: str, values: Mapping[str, object], env: Mapping[str, str]
+) -> list[str]:
+    notices = []
+    for (name, key), notice in RETIRED.items():
+        env_name = f"MEDIAD_{name.upper()}_{key.upper()}"
+        if name == section and (key in values or env_name in env):
+            notices.append(f"{name}.{key}: {notice}")
+    return notices
+
+
 def _build_section(
     cls: type[_Section], name: str, values: Mapping[str, object], env: Mapping[str, str]
 ) -> _Section:
     known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in values:
-        if key not in known:
+        if key not in known and (name, key) not in RETIRED:
             raise errors.ConfigError(f"{name}.{key}: unknown key")
     kwargs: dict[str, Any] = {}
     for key, fld in known.items():
@@ -493,8 +513,11 @@ def _build_section(
     return cls(**kwargs)
 
 
-def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
-    """Read the config file (a missing default file is fine) and apply environment overrides."""
+def load(
+    path: Path | None, env: Mapping[str, str] | None = None, *, notices: list[str] | None = None
+) -> Config:
+    """Read the config file (a missing default file is fine) and apply environment overrides;
+    what should be said about retired keys it names is appended to `notices`."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
     if path is not None:
@@ -515,6 +538,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         name: _build_section(_SECTION_TYPES[name], name, data.get(name, {}), env)
         for name in sections
     }
+    if notices is not None:
+        for name in sections:
+            notices += _retired_notices(name, data.get(name, {}), env)
     config = Config(**built)
     _check(config)
     return config

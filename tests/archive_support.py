@@ -1,5 +1,5 @@
-"""Helpers for archive tests: configs pointing at SeaweedFS, real files stored as the download
-stage stores them, rows that look downloaded, and the archive stage run in-process."""
+"""Helpers for archive tests: configs pointing at a test S3 server, real files stored as the
+download stage stores them, rows that look downloaded, and the archive stage run in-process."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import asyncpg
 from mediad import config, daemon
 from mediad.stages import archive
 from mediad.storage.local import Store, StoredFile
-from tests.s3server import SeaweedFS
+from tests.s3server import S3Endpoint
 from tests.support import make_config
 
 
-def archive_settings(server: SeaweedFS, root: Path, **overrides: str) -> dict[str, str]:
+def archive_settings(server: S3Endpoint, root: Path, **overrides: str) -> dict[str, str]:
     """MEDIAD_* style overrides: the archive on `server`, under a key prefix of this test's own
     (every test shares the bucket), the store at `root`, and quick retries."""
     prefix = "t-" + secrets.token_hex(4)
@@ -41,7 +41,7 @@ def archive_settings(server: SeaweedFS, root: Path, **overrides: str) -> dict[st
     return settings
 
 
-def archive_config(server: SeaweedFS, root: Path, **overrides: str) -> config.Config:
+def archive_config(server: S3Endpoint, root: Path, **overrides: str) -> config.Config:
     return make_config(**archive_settings(server, root, **overrides))
 
 

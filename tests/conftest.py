@@ -19,7 +19,7 @@ import PIL
 import pytest
 
 from mediad import db, migrate
-from tests.s3server import SeaweedFS
+from tests.s3server import MotoServer, S3Service, SeaweedFS
 
 TEMPLATE = "mediad_template"
 
@@ -126,6 +126,30 @@ def s3_server(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedF
     for name, value in seaweedfs.env().items():
         monkeypatch.setenv(name, value)
     return seaweedfs
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    """moto's S3 server, started the first time a test asks."""
+    with tempfile.TemporaryDirectory(prefix="mediad-moto-") as tmp:
+        server = MotoServer(Path(tmp))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(params=["seaweedfs", "moto"])
+def any_s3(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S3Service:
+    """Each S3 server in turn (SeaweedFS, moto's), running, and this test's AWS environment
+    variables pointing at it: for what must work against any S3, not one."""
+    server: S3Service = request.getfixturevalue(request.param)
+    if not server.running:
+        server.start()
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+    return server
 
 
 # The formats mediad walks, among Pillow's test images: JPEGs (and the multi-picture files a

