@@ -30,8 +30,16 @@ from mediad.stage import Row, Stage
 
 log = structlog.get_logger(__name__)
 
-# Database hiccups (a restart, a dropped connection) are waited out, never fatal.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# Database hiccups (a restart, a dropped connection) are waited out, never fatal. asyncpg
+# raises InternalClientError ("cannot switch to state ...") from a connection the server
+# terminated in the middle of a query: a dropped connection too.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 _WRITERS = 2
 
 

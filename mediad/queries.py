@@ -158,7 +158,9 @@ def plain(registry: Registry = stages.ALL) -> dict[str, str]:
         ),
         "notify_stages": "\n    ".join(_fragment("notify_stage", d) for d in registry),
         "status_columns": ", ".join(d.status_column for d in registry),
-        "failure_rows": ", ".join(f"('{d.name}', {d.status_column})" for d in registry),
+        "failed_in_stage": "CASE $2::text "
+        + " ".join(f"WHEN '{d.name}' THEN {d.status_column} = 'failed'" for d in registry)
+        + " ELSE false END",
     }
     return {name: fill(body, values) for name, body in _sections().plain.items()}
 

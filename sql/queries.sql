@@ -656,9 +656,9 @@ FROM post_media
 WHERE media_id = $1;
 
 -- dashboard_recent_media --
--- The dashboard's grid: the newest rows.
+-- The dashboard's grid: the newest rows (walking post_media_created_at backwards).
 SELECT * FROM post_media
-ORDER BY created_at DESC, media_id
+ORDER BY created_at DESC, media_id DESC
 LIMIT $1;
 
 -- dashboard_post_media --
@@ -669,21 +669,14 @@ ORDER BY created_at, media_id
 LIMIT $2;
 
 -- dashboard_failure_examples --
--- The most recently failed rows of each stage and error_code, at most $1 of each.
-SELECT stage, error_code, media_id, post_id, media_url, last_error, updated_at
-FROM (
-    SELECT s.stage, coalesce(p.error_code, 'unknown') AS error_code, p.media_id, p.post_id,
-        p.media_url, p.last_error, p.updated_at,
-        row_number() OVER (
-            PARTITION BY s.stage, coalesce(p.error_code, 'unknown')
-            ORDER BY p.updated_at DESC, p.media_id
-        ) AS n
-    FROM post_media p,
-    LATERAL (VALUES {failure_rows}) AS s(stage, status)
-    WHERE s.status = 'failed'
-) AS ranked
-WHERE n <= $1
-ORDER BY stage, error_code, n;
+-- The most recently failed rows of one stage ($2) with one error_code ($3), at most $1:
+-- the rows of that error_code newest first through post_media_error_code, until $1 of them
+-- are failed in that stage.
+SELECT media_id, post_id, media_url, last_error, updated_at
+FROM post_media
+WHERE error_code = $3 AND {failed_in_stage}
+ORDER BY updated_at DESC
+LIMIT $1;
 
 -- analysis_cached --
 -- The analysis already made of these bytes ($1) with this backend, model and prompt.

@@ -98,26 +98,24 @@ class Dashboard:
 
     async def index(self, _request: web.Request) -> web.Response:
         report = await self._counts.fresh()
+        failures = []
         try:
             recent = await self._pool.fetch(self._sql["dashboard_recent_media"], RECENT)
-            examples = await self._pool.fetch(
-                self._sql["dashboard_failure_examples"], FAILURE_EXAMPLES
-            )
+            # One indexed query per (stage, error_code) the counts name: a bounded few.
+            for failure in (report or {}).get("failures", []):
+                stage, code = failure["stage"], failure["error_code"]
+                examples = await self._pool.fetch(
+                    self._sql["dashboard_failure_examples"], FAILURE_EXAMPLES, stage, code
+                )
+                failures.append(
+                    {
+                        **failure,
+                        "examples": [_failed_example(e) for e in examples],
+                        "retry": f"mediad retry --failed --stage {stage} --error-code {code}",
+                    }
+                )
         except DB_ERRORS as exc:
             return _html(render("unavailable.html", error=str(exc)), status=503)
-        failures = []
-        for failure in (report or {}).get("failures", []):
-            stage, code = failure["stage"], failure["error_code"]
-            failures.append(
-                {
-                    **failure,
-                    "examples": [
-                        _failed_example(e) for e in examples
-                        if (e["stage"], e["error_code"]) == (stage, code)
-                    ],
-                    "retry": f"mediad retry --failed --stage {stage} --error-code {code}",
-                }
-            )  # fmt: skip
         media = [await self.describe(dict(r)) for r in recent]
         page = render(
             "index.html",

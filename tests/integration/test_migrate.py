@@ -63,6 +63,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0006_derive",
             "0007_row_counts",
             "0008_restored_at",
+            "0009_dashboard_indexes",
         ]
         columns = {
             r["column_name"]
