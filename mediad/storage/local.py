@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,17 @@ def valid_ext(ext: str) -> bool:
 
 def _is_disk_full(exc: OSError) -> bool:
     return exc.errno in _DISK_FULL_ERRNOS
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where a commit put a temp file's bytes, and what they are."""
+
+    final: Path
+    sha256: str
+    md5: str
+    size: int
+    existed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,10 +367,20 @@ class Store:
 
         On any failure the temp file is deleted; ENOSPC/EDQUOT surface as DiskFullError.
         """
-        try:
-            tmp._check_open()
+
+        def place() -> _Placed:
             final = self.path_for(kind, tmp.sha256, ext)
             existed = self._place(tmp, final)
+            return _Placed(final, tmp.sha256, tmp.md5, tmp.size, existed)
+
+        return self._commit_by(tmp, place)
+
+    def _commit_by(self, tmp: TempFile, place: Callable[[], _Placed]) -> StoredFile:
+        """The temp file put in place by `place`, as a StoredFile. On any failure the temp file
+        is deleted; ENOSPC/EDQUOT surface as DiskFullError."""
+        try:
+            tmp._check_open()
+            placed = place()
         except OSError as exc:
             tmp.discard()
             if _is_disk_full(exc):
@@ -368,15 +390,15 @@ class Store:
             tmp.discard()
             raise
         tmp._mark_committed()
-        relative = self.relative(final)
+        relative = self.relative(placed.final)
         return StoredFile(
-            path=final,
+            path=placed.final,
             relative_path=relative,
             hosted_url=f"{self.public_base_url}/{relative}" if self.public_base_url else None,
-            sha256=tmp.sha256,
-            md5=tmp.md5,
-            size=tmp.size,
-            existed=existed,
+            sha256=placed.sha256,
+            md5=placed.md5,
+            size=placed.size,
+            existed=placed.existed,
         )
 
     def _place(self, tmp: TempFile, final: Path) -> bool:
@@ -418,8 +440,8 @@ class Store:
         hashed here (what the row records is what is on disk), fsynced, and renamed over any
         older derivative of the same source and kind (made at other sizes). On any failure the
         temp file is deleted; ENOSPC/EDQUOT surface as DiskFullError."""
-        try:
-            tmp._check_open()
+
+        def place() -> _Placed:
             final = self.derived_path(kind, source_sha256, ext)
             size, sha256, md5 = _hash_file(tmp.path)
             os.fsync(tmp.fileno())
@@ -437,25 +459,9 @@ class Store:
                 self._make_folders(final.parent)
                 os.replace(tmp.path, final)
             _fsync_dir(final.parent)
-        except OSError as exc:
-            tmp.discard()
-            if _is_disk_full(exc):
-                raise DiskFullError(f"disk full committing {tmp.path}: {exc.strerror}") from exc
-            raise
-        except BaseException:
-            tmp.discard()
-            raise
-        tmp._mark_committed()
-        relative = self.relative(final)
-        return StoredFile(
-            path=final,
-            relative_path=relative,
-            hosted_url=f"{self.public_base_url}/{relative}" if self.public_base_url else None,
-            sha256=sha256,
-            md5=md5,
-            size=size,
-            existed=False,
-        )
+            return _Placed(final, sha256, md5, size, existed=False)
+
+        return self._commit_by(tmp, place)
 
     def remove_derived(self, kind: str, source_sha256: str, ext: str) -> bool:
         """Delete a derivative that is no longer made (a size change, a copy not kept); True if
