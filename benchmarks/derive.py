@@ -403,12 +403,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=["pillow", "pyvips", "mediad", "mediad, all kinds"],
         help='";"-separated, in order: pillow; pyvips; mediad; mediad, all kinds',
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("MEDIAD_BENCH_CACHE", "/tmp/mediad-bench-cache")),
-        help="where the generated corpus is kept between runs (/tmp/mediad-bench-cache)",
-    )
+    scratch.add_cache_dir(parser)
     parser.add_argument(
         "--scratch-dir", type=Path, default=None,
         help="where runs write (default: the system's temp dir; same filesystem as the cache"

@@ -305,12 +305,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=32,
         help="mediad download.concurrency and per_host_concurrency (32, as aria2c -j 32)",
     )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path(os.environ.get("MEDIAD_BENCH_CACHE", "/tmp/mediad-bench-cache")),
-        help="where the generated corpus is kept between runs (/tmp/mediad-bench-cache)",
-    )
+    scratch.add_cache_dir(parser)
     parser.add_argument(
         "--scratch-dir",
         type=Path,

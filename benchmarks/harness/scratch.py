@@ -12,6 +12,7 @@ Two costs of this machine, not of any tool, would otherwise fall on whichever ru
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
@@ -23,6 +24,16 @@ from benchmarks.harness import report
 # (RECENTCY_DIRTY in fs/ext4/ialloc.c) of skipping recently freed inodes.
 CLEANUP_STAMP = "last-cleanup"
 RECENT_DELETES_SECONDS = 300
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    """--cache-dir: where generated corpora are kept between runs, one for every benchmark."""
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("MEDIAD_BENCH_CACHE", "/tmp/mediad-bench-cache")),
+        help="where the generated corpus is kept between runs (/tmp/mediad-bench-cache)",
+    )
 
 
 def check_room(path: Path, needed: int, what: str, smaller: str) -> None:
