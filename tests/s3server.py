@@ -22,7 +22,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, Self
 
 import botocore.session
 from botocore.config import Config as BotoConfig
@@ -146,20 +146,62 @@ def _stop(process: subprocess.Popen[bytes] | None) -> None:
             process.wait()
 
 
-class SeaweedFS:
+class _S3Process:
+    """What SeaweedFS and moto's server share: made-up credentials, the child process and its
+    log, a client and environment for it, and stopping it."""
+
+    def __init__(self, directory: Path, bucket: str) -> None:
+        self.directory = directory
+        self.bucket = bucket
+        self.access_key = "mediad-" + secrets.token_hex(4)
+        self.secret_key = secrets.token_hex(20)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def env(self) -> dict[str, str]:
+        """The AWS environment variables a client of this server needs (and no others)."""
+        return _env(self.access_key, self.secret_key)
+
+    def client(self) -> Any:
+        """A plain botocore client with the server's credentials (for test setup and checks)."""
+        return _client(self.endpoint, self.access_key, self.secret_key)
+
+    def start(self, timeout: float = 60.0) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s."""
+        process, self._process = self._process, None
+        _stop(process)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SeaweedFS(_S3Process):
     """One `weed mini` process under `directory`; `endpoint`, `access_key`, `secret_key`."""
 
     name = "seaweedfs"
     echoes_checksums = True
 
     def __init__(self, directory: Path, *, bucket: str = BUCKET) -> None:
-        self.directory = directory
-        self.bucket = bucket
-        self.access_key = "mediad-" + secrets.token_hex(4)
-        self.secret_key = secrets.token_hex(20)
+        super().__init__(directory, bucket)
         self.ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
         (directory / "data").mkdir(parents=True, exist_ok=True)
         creds = {
             "identities": [
@@ -179,18 +221,6 @@ class SeaweedFS:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def env(self) -> dict[str, str]:
-        """The AWS environment variables a client of this server needs (and no others)."""
-        return _env(self.access_key, self.secret_key)
-
-    def client(self) -> Any:
-        """A plain botocore client with the server's credentials (for test setup and checks)."""
-        return _client(self.endpoint, self.access_key, self.secret_key)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and return once its bucket answers."""
@@ -238,21 +268,6 @@ class SeaweedFS:
                     ) from None
             time.sleep(0.1)  # polling another process: there is nothing to wait on
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        process, self._process = self._process, None
-        _stop(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> SeaweedFS:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def moto_binary() -> str:
     """The `moto_server` executable moto[server] installed beside this Python."""
@@ -265,7 +280,7 @@ def moto_binary() -> str:
     return found
 
 
-class MotoServer:
+class MotoServer(_S3Process):
     """moto's S3 server (`moto_server`) on a free port of 127.0.0.1, with the bucket made;
     its log under `directory`. It accepts any credentials; these are made up like SeaweedFS's."""
 
@@ -273,28 +288,13 @@ class MotoServer:
     echoes_checksums = False
 
     def __init__(self, directory: Path, *, bucket: str = BUCKET) -> None:
-        self.directory = directory
-        self.bucket = bucket
-        self.access_key = "mediad-" + secrets.token_hex(4)
-        self.secret_key = secrets.token_hex(20)
+        super().__init__(directory, bucket)
         [self.port] = free_ports(1)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def env(self) -> dict[str, str]:
-        return _env(self.access_key, self.secret_key)
-
-    def client(self) -> Any:
-        return _client(self.endpoint, self.access_key, self.secret_key)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and return once its bucket exists."""
@@ -324,10 +324,3 @@ class MotoServer:
                         f"moto not ready in {timeout} s; see {self.directory / 'moto.log'}"
                     ) from None
             time.sleep(0.1)  # polling another process: there is nothing to wait on
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        _stop(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
