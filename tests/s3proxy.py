@@ -1,8 +1,10 @@
 """An S3 server that lies: a local HTTP proxy in front of a real one (SeaweedFS) that passes every
-request through untouched, signature and all, and lets a test rewrite the answers' headers.
+request through untouched, signature and all, records it, and lets a test rewrite the answers'
+headers.
 
 For what no honest server does: a PUT answered with a checksum other than the one sent, a HEAD
-that says the object holds other bytes, an answer that proves nothing.
+that says the object holds other bytes, an answer that proves nothing; and, rewriting nothing,
+for seeing every request a client sends, whatever library sends it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from tests.s3server import S3Service
 
 # Rewrites an answer's headers in place: (request method, request path, headers).
 Rewrite = Callable[[str, str, CIMultiDict[str]], None]
+# Answers a request itself instead of passing it on (None: pass it on): (method, path).
+Refuse = Callable[[str, str], web.Response | None]
 
 # Hop-by-hop headers, and those aiohttp sets itself for the body it sends.
 _NOT_FORWARDED = frozenset(
@@ -27,28 +31,53 @@ _NOT_FORWARDED = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One request the proxy passed on, as it came."""
+
+    method: str
+    path: str
+    headers: CIMultiDict[str]
+
+
 @dataclass
 class LyingS3:
-    """The proxy's address, and the requests it passed (method, path)."""
+    """The proxy's address, and the requests it passed."""
 
     upstream: S3Service
     endpoint: str
-    methods: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[Sent] = field(default_factory=list)
 
     @property
     def bucket(self) -> str:
         return self.upstream.bucket
 
+    @property
+    def methods(self) -> list[tuple[str, str]]:
+        return [(r.method, r.path) for r in self.requests]
+
+
+def _honest(method: str, path: str, headers: CIMultiDict[str]) -> None:
+    """Rewrite nothing."""
+
+
+def _passing(method: str, path: str) -> None:
+    """Refuse nothing."""
+
 
 @contextlib.asynccontextmanager
-async def lying_s3(upstream: S3Service, rewrite: Rewrite) -> AsyncIterator[LyingS3]:
+async def lying_s3(
+    upstream: S3Service, rewrite: Rewrite = _honest, refuse: Refuse = _passing
+) -> AsyncIterator[LyingS3]:
     """The proxy on a free port of 127.0.0.1 for as long as the block runs."""
     session = aiohttp.ClientSession(auto_decompress=False)
     proxy = LyingS3(upstream, "")
 
     async def forward(request: web.Request) -> web.StreamResponse:
-        proxy.methods.append((request.method, request.path))
+        proxy.requests.append(Sent(request.method, request.path, CIMultiDict(request.headers)))
         body = await request.read()
+        if (refused := refuse(request.method, request.path)) is not None:
+            return refused
         # Host stays as the client sent (and signed) it; the rest passes as it came.
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
         url = URL(upstream.endpoint + request.raw_path, encoded=True)

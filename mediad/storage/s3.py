@@ -1,5 +1,5 @@
 """The S3 client of the archive: one aioboto3 client, uploads that carry our own checksums,
-HEADs, streamed downloads and presigned URLs.
+HEADs, streamed downloads and presigned URLs; a small file's PUT goes by s3put.py instead.
 
 Every upload states the digests we expect (Content-MD5 and x-amz-checksum-sha256 for one PUT,
 a SHA-256 per part for multipart), so S3 refuses bytes that do not match them; large files are
@@ -34,7 +34,7 @@ from botocore.config import Config as BotoConfig
 
 from mediad import __version__
 from mediad.config import ArchiveConfig
-from mediad.storage import buffers, checksums, s3errors, s3shortcuts
+from mediad.storage import buffers, checksums, s3errors, s3put, s3shortcuts
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,12 @@ class S3:
     """The daemon's one S3 client, with the archive settings every request needs."""
 
     def __init__(
-        self, client: Any, config: ArchiveConfig, *, shortcuts: frozenset[str] = frozenset()
+        self,
+        client: Any,
+        config: ArchiveConfig,
+        *,
+        credentials: Callable[[], Awaitable[Any]],
+        shortcuts: frozenset[str] = frozenset(),
     ) -> None:
         self.client = client
         self.config = config
@@ -87,6 +92,26 @@ class S3:
         self.shortcuts = shortcuts
         # One part being read while upload_concurrency parts are sent.
         self.part_buffers = buffers.PartBuffers(config.upload_concurrency + 1, config.part_size)
+        # The credential chain's answer (botocore's credentials, or None when it has none), for
+        # the PUT of a small file, which signs its own requests; opened on the first PUT.
+        self._credentials = credentials
+        self._direct: s3put.DirectPut | None = None
+        self._direct_opening = asyncio.Lock()
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
+
+    async def _direct_put(self) -> s3put.DirectPut:
+        async with self._direct_opening:
+            if self._direct is None:
+                credentials = await self._credentials()
+                if credentials is None:
+                    raise s3errors.translate(boto_errors.NoCredentialsError(), "PUT")
+                self._direct = await s3put.DirectPut.configured_like(
+                    self.client, credentials, self.config, METADATA_SHA256
+                )
+            return self._direct
 
     def _write_options(self, sha256: str) -> dict[str, Any]:
         options: dict[str, Any] = {"Metadata": {METADATA_SHA256: sha256}}
@@ -152,36 +177,17 @@ class S3:
     async def put_bytes(
         self, key: str, data: bytes | bytearray, *, md5: str, sha256: str, if_none_match: bool
     ) -> Uploaded | None:
-        """One PUT carrying Content-MD5 and the SHA-256 checksum of the row.
+        """One PUT carrying Content-MD5 and the SHA-256 checksum of the row (s3put.py).
 
         S3 checks both against what it receives. With `if_none_match`, an existing object is
         left alone and None is returned.
         """
-        options = self._write_options(sha256)
-        if if_none_match:
-            options["IfNoneMatch"] = "*"
-        try:
-            answer = await self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=buffers.request_body(data),
-                ContentLength=len(data),
-                ContentMD5=checksums.b64(md5),
-                ChecksumSHA256=checksums.b64(sha256),
-                **options,
-            )
-        except boto_errors.ClientError as exc:
-            if if_none_match and s3errors.code_of(exc) in ("PreconditionFailed", "412"):
-                return None
-            raise s3errors.translate(exc, f"PUT {key}") from exc
-        except Exception as exc:
-            raise s3errors.translate(exc, f"PUT {key}") from exc
-        return Uploaded(
-            etag=str(answer.get("ETag", "")).strip('"'),
-            checksum_sha256=answer.get("ChecksumSHA256"),
-            parts=1,
-            part_size=None,
-        )
+        direct = await self._direct_put()
+        answer = await direct.put(key, data, md5=md5, sha256=sha256, if_none_match=if_none_match)
+        if answer is None:
+            return None
+        etag, checksum_sha256 = answer
+        return Uploaded(etag=etag, checksum_sha256=checksum_sha256, parts=1, part_size=None)
 
     async def put_file_multipart(self, key: str, path: Path, *, size: int, sha256: str) -> Uploaded:
         """Upload a large file in parts, each with its SHA-256; the whole is hashed on the way.
@@ -469,4 +475,8 @@ async def open_client(
         "s3", endpoint_url=config.endpoint_url or None, config=boto_config
     ) as client:
         applied = s3shortcuts.apply(client, botocore_session, shortcuts)
-        yield S3(client, config, shortcuts=applied)
+        s3 = S3(client, config, shortcuts=applied, credentials=botocore_session.get_credentials)
+        try:
+            yield s3
+        finally:
+            await s3.close()

@@ -8,8 +8,6 @@ checksums sent with them (S3BadDigestError).
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 from botocore import exceptions as boto_errors
 
@@ -117,22 +115,14 @@ def translate(exc: BaseException, what: str) -> S3Error:
             error_code="s3_bad_credentials",
         )
     if isinstance(exc, boto_errors.ClientError):
-        code = code_of(exc)
         meta = exc.response.get("ResponseMetadata", {})
-        status = int(meta.get("HTTPStatusCode") or 0)
-        message = exc.response.get("Error", {}).get("Message") or ""
-        text = f"{what}: {code or status} {message}".strip()
-        if code in _ACCESS or code.startswith("KMS."):
-            return S3AccessError(text, error_code=_ACCESS.get(code, "s3_misconfigured"))
-        if code in _THROTTLED or status == 429:
-            return S3UnavailableError(
-                text, error_code="s3_throttled", retry_after=_retry_after(meta)
-            )
-        if status >= 500 or code in ("InternalError", "ServiceUnavailable", "RequestTimeout"):
-            return S3UnavailableError(text, error_code="s3_unavailable")
-        if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
-            return S3BadDigestError(text)
-        return S3RejectedError(text)
+        return classify(
+            what,
+            code_of(exc),
+            int(meta.get("HTTPStatusCode") or 0),
+            exc.response.get("Error", {}).get("Message") or "",
+            retry_after=(meta.get("HTTPHeaders") or {}).get("retry-after"),
+        )
     if isinstance(exc, _CONNECTION_ERRORS):
         return S3UnavailableError(
             f"{what}: {type(exc).__name__}: {exc}", error_code="s3_unavailable"
@@ -140,8 +130,26 @@ def translate(exc: BaseException, what: str) -> S3Error:
     raise exc
 
 
-def _retry_after(meta: dict[str, Any]) -> float | None:
-    value = (meta.get("HTTPHeaders") or {}).get("retry-after")
+def classify(
+    what: str, code: str, status: int, message: str, *, retry_after: str | None = None
+) -> S3Error:
+    """An S3 error answer (its error code, HTTP status, message and Retry-After header, from
+    botocore or read off the wire) as one of our S3 errors."""
+    text = f"{what}: {code or status} {message}".strip()
+    if code in _ACCESS or code.startswith("KMS."):
+        return S3AccessError(text, error_code=_ACCESS.get(code, "s3_misconfigured"))
+    if code in _THROTTLED or status == 429:
+        return S3UnavailableError(
+            text, error_code="s3_throttled", retry_after=_seconds(retry_after)
+        )
+    if status >= 500 or code in ("InternalError", "ServiceUnavailable", "RequestTimeout"):
+        return S3UnavailableError(text, error_code="s3_unavailable")
+    if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+        return S3BadDigestError(text)
+    return S3RejectedError(text)
+
+
+def _seconds(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
     except ValueError:

@@ -1,13 +1,14 @@
 """Work botocore repeats on every request although its answer never changes for mediad, skipped.
 
-A small file costs a PUT and a HEAD, and botocore's own CPU per request, not the bytes, is what
-limits the archive stage. Each shortcut here reaches into botocore where its public interface
-has no switch, so each is guarded: when what it needs is not where expected (another botocore),
-it changes nothing and is missing from the set `apply` returns (`S3.shortcuts`). What each buys
-is measured by `benchmarks/s3_requests.py` (CPU per small file, PUT and verifying HEAD, against
-SeaweedFS, all shortcuts on against all but one). Tests pin that each is taken with the botocore
-installed and leaves the requests as botocore makes them (tests/integration/test_archive.py),
-and that each guard holds (tests/unit/test_s3_shortcuts.py).
+botocore's own CPU per request, not the bytes, is what limits the archive stage on small files.
+Their PUTs no longer go through botocore (s3put.py), but the HEADs (a verify, a server whose PUT
+answers prove nothing) and every request of a multipart upload do. Each shortcut here reaches
+into botocore where its public interface has no switch, so each is guarded: when what it needs
+is not where expected (another botocore), it changes nothing and is missing from the set `apply`
+returns (`S3.shortcuts`). What each buys is measured by `benchmarks/s3_requests.py` (CPU per
+request of a small file, against SeaweedFS, all shortcuts on against all but one). Tests pin
+that each is taken with the botocore installed and leaves the requests as botocore makes them
+(tests/integration/test_archive.py), and that each guard holds (tests/unit/test_s3_shortcuts.py).
 """
 
 from __future__ import annotations

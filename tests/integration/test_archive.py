@@ -30,6 +30,7 @@ from tests.archive_support import (
     store_bytes,
     store_of,
 )
+from tests.s3proxy import lying_s3
 from tests.s3server import S3Service, SeaweedFS
 from tests.support import make_config, row, wait_for
 
@@ -305,24 +306,22 @@ async def test_an_evicted_row_archived_again_checks_its_object(
 
 
 async def test_a_small_file_costs_one_put(any_s3: S3Service, tmp_path: Path) -> None:
-    """Per small file: one PUT (If-None-Match, Content-MD5, SHA-256, its body sent at once, not
-    after an `Expect: 100-continue` round trip), proven by its answer; a HEAD only after a server
-    whose answer echoes no checksum (moto). The same bytes again: the refused PUT and the HEAD
-    that checks what is there (with botocore's per-request shortcuts, s3shortcuts, taken)."""
-    cfg = archive_config(any_s3, tmp_path / "store")
-    store = store_of(cfg)
-    stored = store_bytes(store, media.jpeg(seed=9))
-    sent: list[Any] = []
-    async with s3.open_client(cfg.archive) as client:
-        assert client.shortcuts == s3shortcuts.ALL
-        client.client.meta.events.register(
-            "before-send.s3", lambda request, **_: sent.append(request)
-        )
-        archiver = archive.Archiver(cfg.archive, client, store)
-        local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
-        key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
-        first, _ = await archiver.upload(local, key)
-        again, _ = await archiver.upload(local, key)
+    """Per small file: one PUT (If-None-Match, Content-MD5, SHA-256, the file's SHA-256 as the
+    signed payload hash, the storage class, its body sent at once, not after an `Expect:
+    100-continue` round trip), proven by its answer; a HEAD only after a server whose answer
+    echoes no checksum (moto). The same bytes again: the refused PUT and the HEAD that checks
+    what is there. Seen on the wire, by a proxy in front of the server."""
+    async with lying_s3(any_s3) as proxy:
+        cfg = archive_config(proxy, tmp_path / "store", archive_storage_class="STANDARD")
+        store = store_of(cfg)
+        stored = store_bytes(store, media.jpeg(seed=9))
+        async with s3.open_client(cfg.archive) as client:
+            archiver = archive.Archiver(cfg.archive, client, store)
+            local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
+            key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
+            first, _ = await archiver.upload(local, key)
+            again, _ = await archiver.upload(local, key)
+    sent = proxy.requests
     if any_s3.echoes_checksums:
         assert (first.outcome, first.verified_by) == ("uploaded", "put_response")
         assert [r.method for r in sent] == ["PUT", "PUT", "HEAD"]
@@ -330,14 +329,16 @@ async def test_a_small_file_costs_one_put(any_s3: S3Service, tmp_path: Path) -> 
         assert (first.outcome, first.verified_by) == ("uploaded", "head")
         assert [r.method for r in sent] == ["PUT", "HEAD", "PUT", "HEAD"]
     assert (again.outcome, again.verified_by) == ("already_present", "head")
-    put = sent[0]
-    assert put.url == f"{any_s3.endpoint}/{any_s3.bucket}/{key}"
-    assert {r.url for r in sent} == {put.url}
-    assert "Expect" not in put.headers
-    assert put.headers["If-None-Match"] == b"*"
-    assert put.headers["Content-MD5"] == b64(stored.md5).encode()
-    assert put.headers["x-amz-checksum-sha256"] == b64(stored.sha256).encode()
-    assert b"mediad/" in put.headers["User-Agent"]
+    assert {r.path for r in sent} == {f"/{any_s3.bucket}/{key}"}
+    put = sent[0].headers
+    assert "Expect" not in put
+    assert put["If-None-Match"] == "*"
+    assert put["Content-MD5"] == b64(stored.md5)
+    assert put["x-amz-checksum-sha256"] == b64(stored.sha256)
+    assert put["x-amz-content-sha256"] == stored.sha256
+    assert put["x-amz-meta-mediad-sha256"] == stored.sha256
+    assert put["x-amz-storage-class"] == "STANDARD"
+    assert "mediad/" in put["User-Agent"]
 
 
 async def test_a_row_keeps_its_recorded_key_unless_it_is_unsafe(
@@ -366,13 +367,14 @@ _PER_REQUEST = {"X-Amz-Date", "amz-sdk-invocation-id", "Authorization"}
 async def test_botocore_shortcuts_are_taken_and_change_no_request(
     s3_server: SeaweedFS, tmp_path: Path
 ) -> None:
-    """With the botocore installed every shortcut is taken, and the PUT and HEAD of a small file
-    are the same requests with them as without (URL, headers, signed headers); with them an
-    object key never seen before resolves its endpoint from botocore's cache."""
+    """With the botocore installed every shortcut is taken, and the HEADs of an object and of a
+    key never seen are the same requests with them as without (URL, headers, signed headers);
+    with them an object key never seen before resolves its endpoint from botocore's cache."""
     cfg = archive_config(s3_server, tmp_path / "store")
     data = bytearray(media.jpeg(seed=11))
     sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
     key = f"{cfg.archive.key_template.split('/')[0]}/{sha}.jpg"
+    never = [f"{key}.never-{n}-{secrets.token_hex(4)}" for n in range(2)]
     seen: dict[frozenset[str], list[Any]] = {}
     for shortcuts in (s3shortcuts.ALL, frozenset()):
         sent: list[Any] = []
@@ -388,10 +390,10 @@ async def test_botocore_shortcuts_are_taken_and_change_no_request(
             provider = client.client._ruleset_resolver._provider
             cache = type(provider).resolve_endpoint.cache_info
             missed = cache().misses
-            for n in range(2):
-                assert await client.head(f"{key}.never-{n}-{secrets.token_hex(4)}") is None
+            for unseen in never:
+                assert await client.head(unseen) is None
             assert cache().misses - missed == (0 if shortcuts else 2)
-        seen[shortcuts] = sent[:2]
+        seen[shortcuts] = sent
     for taken, plain in zip(seen[s3shortcuts.ALL], seen[frozenset()], strict=True):
         assert (taken.method, taken.url) == (plain.method, plain.url)
         assert {k: v for k, v in taken.headers.items() if k not in _PER_REQUEST} == {

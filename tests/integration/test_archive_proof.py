@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import structlog
+from aiohttp import web
 from multidict import CIMultiDict
 
+from mediad.storage import checksums, s3, s3errors
 from tests import media
 from tests.archive_support import archive_config, downloaded_rows, events, run_archive, store_of
 from tests.s3proxy import lying_s3
@@ -99,3 +102,34 @@ async def test_an_object_no_checksum_can_prove_is_read_back(
         "reread_sha256", "reread",
     )  # fmt: skip
     assert object_requests(proxy.methods) == ["PUT", "HEAD", "GET"]
+
+
+async def test_a_put_answered_slow_down_is_sent_again_and_a_refused_one_is_not(
+    s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    """The small-object PUT retries what may pass a moment later (503 SlowDown) and is proven by
+    the answer of the attempt that passed; what S3 refused for good (400) is not sent again."""
+    answers = [
+        web.Response(status=503, text="<Error><Code>SlowDown</Code></Error>"),
+        web.Response(status=400, text="<Error><Code>InvalidArgument</Code></Error>"),
+    ]
+
+    def refuse(method: str, path: str) -> web.Response | None:
+        return answers.pop(0) if method == "PUT" and answers else None
+
+    data = bytearray(media.jpeg(seed=24))
+    sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    async with lying_s3(s3_server, refuse=refuse) as proxy:
+        cfg = archive_config(proxy, tmp_path / "store")
+        async with s3.open_client(cfg.archive) as client:
+            with pytest.raises(s3errors.S3RejectedError, match="InvalidArgument"):
+                await client.put_bytes("k/1", data, md5=md5, sha256=sha, if_none_match=True)
+            assert [m for m, _ in proxy.methods] == ["PUT", "PUT"]
+            answers.append(web.Response(status=503, text="<Error><Code>SlowDown</Code></Error>"))
+            uploaded = await client.put_bytes("k/1", data, md5=md5, sha256=sha, if_none_match=True)
+    assert [m for m, _ in proxy.methods] == ["PUT", "PUT", "PUT", "PUT"]
+    assert uploaded is not None
+    expected = checksums.Expected(len(data), sha, md5)
+    assert checksums.proven_by_answer(
+        expected, uploaded.checksum_sha256, uploaded.etag, etag_is_md5=True
+    ).ok
