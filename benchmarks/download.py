@@ -769,8 +769,9 @@ def run_mediad(
 
 class Scraper:
     """Prometheus's part: GET /metrics every SCRAPE_INTERVAL from a thread while a run lasts,
-    reading the whole body; nothing when `listen` is empty. The first refused connections
-    (the daemon still starting) are not failures; a refusal after a success is."""
+    reading the whole body; nothing when `listen` is empty. Refused connections before the
+    first success (the daemon still starting) and after the last (run --once has drained and
+    closed the endpoint before its process exits) are not failures; one between two is."""
 
     def __init__(self, listen: str) -> None:
         self._url = f"http://{listen}/metrics" if listen else ""
@@ -778,6 +779,7 @@ class Scraper:
         self._thread = threading.Thread(target=self._scrape, name="scraper", daemon=True)
         self.scrapes = 0
         self.failed = 0
+        self._unanswered = 0  # failures since the last success: counted once another succeeds
 
     def __enter__(self) -> Scraper:
         if self._url:
@@ -795,9 +797,11 @@ class Scraper:
                 with urllib.request.urlopen(self._url, timeout=10) as response:
                     response.read()
                 self.scrapes += 1
+                self.failed += self._unanswered
+                self._unanswered = 0
             except OSError:
                 if self.scrapes:
-                    self.failed += 1
+                    self._unanswered += 1
 
 
 # --- aria2c, the seeds' approach, curl ---------------------------------------------------------

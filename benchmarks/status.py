@@ -19,21 +19,27 @@ alternating rounds. Exits 1 when report(), the front page or /metrics takes 200 
 check fails.
 """
 
+# ruff: noqa: E402 (the imports must follow the sys.path repair below)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's own directory would come first on sys.path, and the sibling
+# benchmark `queue.py` would then shadow the standard library's queue (asyncio's threads use it).
+_REPO = Path(__file__).resolve().parents[1]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _REPO / "benchmarks"]
+sys.path.insert(0, str(_REPO))
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import postgres, report, targets
 from mediad import config, db, queries, stages
