@@ -18,9 +18,11 @@ def redact_text(text: str, limit: int = 2000) -> str:
     """Free text (an error message) with every URL in it redacted, cut to `limit` characters.
 
     Signed-URL query values and credentials never reach the log or `last_error`; the rule is
-    platforms.redact_url's, so a URL reads the same in an event as in the row's metadata.
+    platforms.redact_url's, so a URL reads the same in an event as in the row's metadata. A NUL
+    becomes U+FFFD.
     """
-    redacted = platforms.redact_urls(text)
+    # PostgreSQL text cannot hold a NUL (nor JSON a \u0000), and an error may quote hostile bytes.
+    redacted = platforms.redact_urls(text).replace("\x00", "\ufffd")
     return redacted if len(redacted) <= limit else redacted[: limit - 1] + "…"
 
 

@@ -259,7 +259,7 @@ class StagePool:
         delay = 0.2
         while True:
             try:
-                written = await asyncio.shield(self.queue.finish(batch))
+                recorded = await asyncio.shield(self.queue.finish(batch))
                 break
             except DB_ERRORS as exc:
                 # Keep the rows in flight: if the lease lapses meanwhile, the fence drops
@@ -267,9 +267,16 @@ class StagePool:
                 self._log.warning("finish_failed", error=str(exc), rows=len(batch))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for outcome in batch:
-            media_id = outcome.row.media_id
-            if media_id not in written:
+        for submitted in batch:
+            media_id = submitted.row.media_id
+            # What the row says now: the outcome, or its failure when the database refused it.
+            outcome = recorded.get(media_id, submitted)
+            if outcome is not submitted and isinstance(outcome, Failed):
+                self._log.error(
+                    "row_failed", media_id=media_id, error_code=outcome.error_code,
+                    error=outcome.error,
+                )  # fmt: skip
+            if media_id not in recorded:
                 self.stats.lost += 1
                 metrics.LEASES_LOST.labels(self.stage.name).inc()
                 self._log.warning("result_discarded_lease_lost", media_id=media_id)
@@ -293,7 +300,7 @@ class StagePool:
                 self.stats.released += 1
                 metrics.count_outcome(self.stage.name, "released", outcome.reason)
             job = self._jobs.get(media_id)
-            if job is not None and job.outcome is outcome:
+            if job is not None and job.outcome is submitted:
                 del self._jobs[media_id]
         self._changed.set()
 

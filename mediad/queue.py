@@ -6,7 +6,7 @@ over cannot overwrite the new owner's result; each returns the media_ids it actu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,26 @@ class Released:
 
 Outcome = Completed | Retry | Deferred | Failed | Skipped | Released
 
+# What the database says of a value sent to it, not of itself: text it cannot store (a NUL), a
+# number out of range, a value breaking a constraint, a JSON document over its limits. Sending
+# the same values again can never work; every other error (a connection, a restart) may.
+REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+def _unrecordable(outcome: Any, exc: Exception) -> Failed:
+    """What a row records instead of an outcome the database refused."""
+    what = type(outcome).__name__.lower()
+    return Failed(
+        outcome.row,
+        "result_unrecordable",
+        f"its {what} result could not be recorded: the database refused it:"
+        f" {type(exc).__name__}: {exc}",
+    )
+
 
 class StageQueue:
     """One stage's claim and finish statements, bound to this worker's lease owner name."""
@@ -83,6 +103,14 @@ class StageQueue:
         self._sql = queries.for_stage(stage.declaration, tuple(registry), disabled)
         self.owner = owner
         self.lease = lease
+        # The statement writing each kind of outcome (releases go by reason: release()).
+        self._writers: dict[type, Callable[[Sequence[Any]], Awaitable[set[str]]]] = {
+            Completed: self._complete,
+            Retry: self._retry,
+            Deferred: self._defer,
+            Failed: self._fail,
+            Skipped: self._skip,
+        }
 
     async def claim(self, limit: int) -> list[Row]:
         """Lease up to `limit` due rows; rows whose worker died on their last attempt are failed
@@ -127,66 +155,105 @@ class StageQueue:
         count: int = await self._pool.fetchval(self._sql["count_held"], list(owners))
         return count
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> set[str]:
-        """Write a batch of outcomes, one statement per kind; returns the media_ids written."""
-        written: set[str] = set()
-        completed = [o for o in outcomes if isinstance(o, Completed)]
-        retries = [o for o in outcomes if isinstance(o, Retry)]
-        deferrals = [o for o in outcomes if isinstance(o, Deferred)]
-        failures = [o for o in outcomes if isinstance(o, Failed)]
-        skips = [o for o in outcomes if isinstance(o, Skipped)]
+    async def finish(self, outcomes: Sequence[Outcome]) -> dict[str, Outcome]:
+        """Write a batch of outcomes, one statement per kind; returns what was recorded for each
+        media_id written (a row whose lease was lost is not written).
+
+        An outcome holding a value the database refuses (text it cannot store, a number out of
+        range: see REFUSED) must not keep the others from being recorded, nor be retried for
+        ever: its kind's statement is sent again one outcome at a time, and each one refused is
+        recorded failed `result_unrecordable` instead, saying what the database refused.
+        """
+        recorded: dict[str, Outcome] = {}
+        kinds: dict[type, list[Outcome]] = {}
+        for outcome in outcomes:
+            if not isinstance(outcome, Released):
+                kinds.setdefault(type(outcome), []).append(outcome)
+        refused: list[Failed] = []
+        for kind, group in kinds.items():
+            written, turned_down = await self._write_apart(group, self._writers[kind])
+            recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
+            refused += [_unrecordable(o, exc) for o, exc in turned_down]
+        if refused:
+            written, _ = await self._write_apart(refused, self._writers[Failed])
+            recorded |= {o.row.media_id: o for o in refused if o.row.media_id in written}
         releases = [o for o in outcomes if isinstance(o, Released)]
-        if completed:
-            written |= await self._write(
-                self._sql["complete"],
-                [o.row.media_id for o in completed],
-                [o.row.attempt for o in completed],
-                [dict(o.result.columns) for o in completed],
-                [events.clean_details(o.result.details) for o in completed],
-                [dict(o.result.metadata) for o in completed],
-                self.owner,
-            )
-        if retries:
-            written |= await self._write(
-                self._sql["retry"],
-                [o.row.media_id for o in retries],
-                [o.row.attempt for o in retries],
-                [o.delay for o in retries],
-                [o.error_code for o in retries],
-                [events.redact_text(o.error) for o in retries],
-                self.owner,
-            )
-        if deferrals:
-            written |= await self._write(
-                self._sql["defer"],
-                [o.row.media_id for o in deferrals],
-                [o.row.attempt for o in deferrals],
-                [o.delay for o in deferrals],
-                [o.reason for o in deferrals],
-                [events.redact_text(o.error) for o in deferrals],
-                self.owner,
-            )
-        if failures:
-            written |= await self._write(
-                self._sql["fail"],
-                [o.row.media_id for o in failures],
-                [o.row.attempt for o in failures],
-                [o.error_code for o in failures],
-                [events.redact_text(o.error) for o in failures],
-                self.owner,
-            )
-        if skips:
-            written |= await self._write(
-                self._sql["skip"],
-                [o.row.media_id for o in skips],
-                [o.row.attempt for o in skips],
-                [o.reason for o in skips],
-                self.owner,
-            )
         for reason in sorted({o.reason for o in releases}):
-            batch = [o.row for o in releases if o.reason == reason]
-            written |= await self.release(batch, reason)
-        return written
+            group = [o for o in releases if o.reason == reason]
+            written = await self.release([o.row for o in group], reason)
+            recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
+        return recorded
+
+    async def _write_apart(
+        self, group: Sequence[Any], write: Callable[[Sequence[Any]], Awaitable[set[str]]]
+    ) -> tuple[set[str], list[tuple[Any, Exception]]]:
+        """`write` the group in one statement; if the database refuses a value in it, each
+        outcome alone: the media_ids written, and the outcomes refused with why."""
+        try:
+            return await write(group), []
+        except REFUSED as exc:
+            if len(group) == 1:
+                return set(), [(group[0], exc)]
+        written: set[str] = set()
+        turned_down: list[tuple[Any, Exception]] = []
+        for outcome in group:
+            try:
+                written |= await write([outcome])
+            except REFUSED as exc:
+                turned_down.append((outcome, exc))
+        return written, turned_down
+
+    async def _complete(self, completed: Sequence[Completed]) -> set[str]:
+        return await self._write(
+            self._sql["complete"],
+            [o.row.media_id for o in completed],
+            [o.row.attempt for o in completed],
+            [dict(o.result.columns) for o in completed],
+            [events.clean_details(o.result.details) for o in completed],
+            [dict(o.result.metadata) for o in completed],
+            self.owner,
+        )
+
+    async def _retry(self, retries: Sequence[Retry]) -> set[str]:
+        return await self._write(
+            self._sql["retry"],
+            [o.row.media_id for o in retries],
+            [o.row.attempt for o in retries],
+            [o.delay for o in retries],
+            [o.error_code for o in retries],
+            [events.redact_text(o.error) for o in retries],
+            self.owner,
+        )
+
+    async def _defer(self, deferrals: Sequence[Deferred]) -> set[str]:
+        return await self._write(
+            self._sql["defer"],
+            [o.row.media_id for o in deferrals],
+            [o.row.attempt for o in deferrals],
+            [o.delay for o in deferrals],
+            [o.reason for o in deferrals],
+            [events.redact_text(o.error) for o in deferrals],
+            self.owner,
+        )
+
+    async def _fail(self, failures: Sequence[Failed]) -> set[str]:
+        return await self._write(
+            self._sql["fail"],
+            [o.row.media_id for o in failures],
+            [o.row.attempt for o in failures],
+            [o.error_code for o in failures],
+            [events.redact_text(o.error) for o in failures],
+            self.owner,
+        )
+
+    async def _skip(self, skips: Sequence[Skipped]) -> set[str]:
+        return await self._write(
+            self._sql["skip"],
+            [o.row.media_id for o in skips],
+            [o.row.attempt for o in skips],
+            [o.reason for o in skips],
+            self.owner,
+        )
 
     async def release(self, rows: Sequence[Row], reason: str) -> set[str]:
         """Hand rows back unprocessed, due again at once for any worker."""

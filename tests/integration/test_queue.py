@@ -7,10 +7,10 @@ from typing import Any
 
 import asyncpg
 
-from mediad import stages
+from mediad import errors, stages
 from mediad.queue import Completed, Failed, Released, Retry, StageQueue
-from mediad.stage import Result, Stage
-from tests.support import event_names, insert_rows, make_config, noop, row
+from mediad.stage import Result, Row, Stage
+from tests.support import event_names, insert_rows, make_config, noop, row, run_once
 
 
 def queue(pool: asyncpg.Pool[Any], owner: str, lease: float = 60.0) -> StageQueue:
@@ -134,10 +134,10 @@ async def test_late_writer_is_fenced(pool: asyncpg.Pool[Any]) -> None:
     await expire_leases(pool)
     [fresh] = await fast.claim(1)
     done = Result(columns={"sha256_sum": "a" * 64}, details={"by": "fast"})
-    assert await fast.finish([Completed(fresh, done)]) == {media_id}
+    assert (await fast.finish([Completed(fresh, done)])).keys() == {media_id}
     late = Result(columns={"sha256_sum": "b" * 64}, details={"by": "slow"})
-    assert await slow.finish([Completed(stale, late)]) == set()
-    assert await slow.finish([Failed(stale, "timeout", "late")]) == set()
+    assert not await slow.finish([Completed(stale, late)])
+    assert not await slow.finish([Failed(stale, "timeout", "late")])
     r = await row(pool, media_id)
     assert r["download_status"] == "completed"
     assert r["sha256_sum"] == "a" * 64
@@ -163,7 +163,7 @@ async def test_finish_writes_each_outcome_with_its_event(pool: asyncpg.Pool[Any]
             Released(d, "shutdown"),
         ]
     )
-    assert written == set(ids)
+    assert written.keys() == set(ids)
     ra, rb, rc, rd = [await row(pool, i) for i in ids]
     assert (ra["download_status"], ra["file_size"]) == ("completed", 10)
     assert ra["ai_analysis_log"][-3]["details"] == {"file_size": 10}
@@ -248,3 +248,32 @@ async def test_a_lapsed_lease_with_attempts_left_is_reclaimed(pool: asyncpg.Pool
     assert (claimed.media_id, claimed.attempt) == (media_id, make_config().download.max_attempts)
     r = await row(pool, media_id)
     assert r["ai_analysis_log"][-1]["details"]["reclaimed_from"] == "dead:1"
+
+
+async def test_a_result_the_database_refuses_fails_its_row_and_no_other(
+    db_url: str, pool: asyncpg.Pool[Any]
+) -> None:
+    """A result holding a value PostgreSQL refuses (a size past bigint) is recorded as its row's
+    failure, `result_unrecordable` naming what was refused; the other rows of the same batch
+    complete, an error text with a NUL in it is stored, and run --once ends instead of retrying
+    the batch for ever."""
+    ids = await insert_rows(pool, 6)
+    refused, nul = ids[2], ids[4]
+
+    async def process(r: Row) -> Result:
+        if r.media_id == refused:
+            return Result(columns={"file_size": 2**70}, details={"noop": True})
+        if r.media_id == nul:
+            raise errors.PermanentError("bad name 'a\x00b'", error_code="bad_name")
+        return Result(details={"noop": True})
+
+    await asyncio.wait_for(run_once(db_url, process), timeout=60)
+    failed = await row(pool, refused)
+    assert (failed["download_status"], failed["error_code"]) == ("failed", "result_unrecordable")
+    assert "out of range" in failed["last_error"]
+    assert "download_failed" in event_names(failed["ai_analysis_log"])
+    named = await row(pool, nul)
+    assert (named["download_status"], named["error_code"]) == ("failed", "bad_name")
+    assert named["last_error"] == "bad name 'a\ufffdb'"
+    others = [await row(pool, i) for i in ids if i not in (refused, nul)]
+    assert [r["download_status"] for r in others] == ["completed"] * 4
