@@ -151,11 +151,16 @@ def plain(registry: Registry = stages.ALL) -> dict[str, str]:
             for d in evicting
         ),
         "made_due_inserted": ",\n            ".join(
-            _fragment("made_due", d, was_due="false") for d in registry
+            _fragment("made_due", d, waiting=_fragment("waiting", d), was_due="false")
+            for d in registry
         ),
         "made_due_updated": ",\n            ".join(
-            _fragment("made_due", d, was_due=_fragment("was_due", d)) for d in registry
+            _fragment(
+                "made_due", d, waiting=_fragment("waiting", d), was_due=_fragment("was_due", d)
+            )
+            for d in registry
         ),
+        "any_waiting": " OR ".join(_fragment("waiting", d) for d in registry),
         "notify_stages": "\n    ".join(_fragment("notify_stage", d) for d in registry),
         "status_columns": ", ".join(d.status_column for d in registry),
         "failed_in_stage": "CASE $2::text "

@@ -293,10 +293,14 @@ WHERE {stage}_queued
 -- This stage lets a local file go.
 {status} IN ({evictable_statuses})
 
+-- waiting --
+-- A row waiting in this stage's queue as a statement left it ("n").
+(n.{stage}_queued AND n.{status} = 'not_started')
+
 -- made_due --
--- Whether a statement made rows due for this stage: queued and waiting in its result ("n"),
--- and not already so before it ({was_due}: false for an insert).
-bool_or(n.{stage}_queued AND n.{status} = 'not_started' AND NOT {was_due}) AS {stage}
+-- Whether a statement made rows due for this stage: waiting in its result ({waiting}), and not
+-- already so before it ({was_due}: false for an insert).
+bool_or({waiting} AND NOT {was_due}) AS {stage}
 
 -- was_due --
 -- ... for an update: the row as it was ("o").
@@ -356,8 +360,11 @@ BEGIN
         LATERAL (VALUES {count_keys}) AS k(stage, status, error_code)
         GROUP BY 1, 2, 3
         HAVING sum(g.rows) <> 0;
+        -- Only the rows waiting in some queue now can have been made due: a claim's, a
+        -- heartbeat's or a completion's of a last stage join nothing.
         SELECT {made_due_updated} INTO made_due
-        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id);
+        FROM mediad_new AS n LEFT JOIN mediad_old AS o USING (media_id)
+        WHERE {any_waiting};
     END IF;
     {notify_stages}
     RETURN NULL;
