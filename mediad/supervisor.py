@@ -18,7 +18,8 @@ parent holds what must be one per host:
   any stage and nothing leased to any of this host's workers, living or dead;
 - a worker that died (a crash, the OOM killer, SIGKILL) is started again, after 1 s doubling up
   to a minute while it keeps dying young; the rows it held return to the queue through their
-  leases, as a dead host's do.
+  leases, as a dead host's do. Under run --once, a worker dying young ONCE_DEATHS times in a
+  row ends the run with exit status 1 instead: it would never drain.
 
 The HTTP endpoint (http.listen) is served by worker 0. Every worker's counters reach it
 through prometheus_client's multiprocess mode: the parent sets PROMETHEUS_MULTIPROC_DIR to an
@@ -47,7 +48,7 @@ from typing import Any
 
 import structlog
 
-from mediad import daemon, shares, stages, systemd
+from mediad import daemon, errors, shares, stages, systemd
 from mediad import log as logsetup
 from mediad.config import Config
 from mediad.daemon import StageCounts
@@ -68,6 +69,8 @@ REPORT_STALE = 15.0
 RESTART_DELAY = 1.0
 RESTART_MAX = 60.0
 RESTART_RESET = 60.0
+# run --once gives up on a worker dying young this many times in a row (after 1+2+4+8 s).
+ONCE_DEATHS = 5
 # After shutdown_grace, what a worker may still take to write its outcomes and exit.
 EXIT_MARGIN = 15.0
 
@@ -148,6 +151,8 @@ class _Parent:
         self._announced_ready = False
         self._context = multiprocessing.get_context("spawn")
         self._check_drained = asyncio.Event()
+        # Why run --once gave up on its workers (None: it did not).
+        self._gave_up: str | None = None
 
     async def run(self) -> None:
         log.info("supervisor_started", processes=len(self._workers), once=self._once,
@@ -180,6 +185,8 @@ class _Parent:
             for worker in self._workers:
                 self._reap(worker)
             log.info("supervisor_stopped", processes=len(self._workers))
+        if self._gave_up is not None:
+            raise errors.MediadError(self._gave_up)
 
     # --- one worker slot ---------------------------------------------------------------------
 
@@ -193,6 +200,16 @@ class _Parent:
             lived = time.monotonic() - worker.started_at
             worker.deaths = 0 if lived >= RESTART_RESET else worker.deaths + 1
             delay = min(RESTART_DELAY * 2 ** max(worker.deaths - 1, 0), RESTART_MAX)
+            if self._once and worker.deaths >= ONCE_DEATHS:
+                self._gave_up = (
+                    f"run --once: worker process {worker.spec.index} died {worker.deaths} times"
+                    f" in a row, each within {RESTART_RESET:.0f} s of its start (last exit code"
+                    f" {exitcode}); see the log lines before this one"
+                )
+                log.error("workers_failing", process=worker.spec.index, exitcode=exitcode,
+                          deaths=worker.deaths)  # fmt: skip
+                self._stop.set()
+                return
             log.error("worker_died", process=worker.spec.index, exitcode=exitcode,
                       lived=round(lived, 1), restart_in=delay)  # fmt: skip
             self._check_drained.set()

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from mediad import supervisor
 from tests import media
 from tests import origin as test_origin
 from tests.acceptance.test_run import (  # noqa: F401 - `origin` is a fixture
@@ -278,3 +279,28 @@ async def test_one_endpoint_serves_the_counters_of_both_processes(
             await asyncio.wait_for(proc.communicate(), timeout=120)
             notify.close()
     assert proc.returncode == 0
+
+
+async def test_run_once_gives_up_on_workers_that_never_start(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """A worker process that dies as soon as it starts (here: every spawned child of the parent
+    exits 3 at interpreter start-up, as with an install broken for them alone) is restarted with
+    backoff; under run --once, after ONCE_DEATHS such deaths in a row the run ends with exit 1,
+    naming why, instead of waiting for ever for a drain that cannot come. No row is touched."""
+    ids = await insert_rows(pool, 3)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import os, sys\nif '--multiprocessing-fork' in sys.orig_argv:\n    os._exit(3)\n"
+    )
+    path = os.pathsep.join([str(broken), os.environ.get("PYTHONPATH", "")])
+    env = daemon_env(db_url, tmp_path, MEDIAD_DAEMON_PROCESSES="2", PYTHONPATH=path)
+    proc = await start_daemon(env, "--once")
+    output, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    text = output.decode()
+    assert proc.returncode == 1, text[-3000:]
+    assert text.count('"event": "worker_died"') >= supervisor.ONCE_DEATHS - 1, text[-3000:]
+    assert '"event": "workers_failing"' in text
+    assert "died 5 times in a row" in text
+    assert await _statuses(pool, ids) == {"not_started": 3}
