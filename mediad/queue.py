@@ -1,7 +1,8 @@
 """The database side of one stage's queue: claim, heartbeat, finish and release, in batches.
 
 Every write is fenced on the lease (owner and attempt), so a worker whose lease was taken
-over cannot overwrite the new owner's result; each returns the media_ids it actually wrote.
+over cannot overwrite the new owner's result; each says which rows it actually wrote (finish:
+with the outcome recorded for each, a row's failure where the database refused its result).
 """
 
 from __future__ import annotations

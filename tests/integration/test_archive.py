@@ -8,6 +8,7 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import random
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -427,3 +428,25 @@ async def test_stray_multipart_uploads_older_than_a_day_are_aborted(
     raw.abort_multipart_upload(
         Bucket="media", Key="other-app/file.bin", UploadId=foreign["UploadId"]
     )
+
+
+async def test_a_file_over_a_mebibyte_is_still_one_put_sent_in_slices(
+    any_s3: S3Service, tmp_path: Path
+) -> None:
+    """Up to part_size a file is one PUT, however large: one of 3 MB (sent a slice at a time,
+    with its own Content-Length) arrives whole, proven, and reads back byte for byte."""
+    data = bytearray(random.Random(5).randbytes(3_000_000))
+    sha, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    async with lying_s3(any_s3) as proxy:
+        cfg = archive_config(proxy, tmp_path / "store")
+        async with s3.open_client(cfg.archive) as client:
+            uploaded = await client.put_bytes(
+                "big/one", data, md5=md5, sha256=sha, if_none_match=True
+            )
+    assert uploaded is not None and uploaded.etag == md5
+    assert [(r.method, r.headers["Content-Length"]) for r in proxy.requests] == [
+        ("PUT", str(len(data)))
+    ]
+    assert "Transfer-Encoding" not in proxy.requests[0].headers
+    body = any_s3.client().get_object(Bucket=any_s3.bucket, Key="big/one")["Body"].read()
+    assert body == data
