@@ -4,9 +4,10 @@ botocore turns each request into model-driven serialising, signing, event hooks 
 1.26 ms of CPU per PUT of 50-300 kB with every shortcut of s3shortcuts.py taken, against 0.48 ms
 for this request written out, and 0.56 ms for obstore (the Rust object_store), which also hides
 the answer's checksum header this proof needs (benchmarks/s3_requests.py measures the three side
-by side; medians of 5 rounds on 2 cores). HEAD, multipart uploads, GET and presigning stay on the aioboto3 client, whose
-configuration this path copies: the URL (endpoint, addressing style) and the signing region are
-read off a request botocore prepared and never sent, the credentials come from the same chain.
+by side; medians of 5 rounds on 2 cores). HEAD, multipart uploads, GET and presigning stay on
+the aioboto3 client, whose configuration this path copies: the URL (endpoint, addressing style)
+and the signing region are read off a request botocore prepared and never sent, the credentials
+come from the same chain.
 
 The request carries Content-MD5 and x-amz-checksum-sha256 (S3 refuses bytes that do not match
 them), If-None-Match when asked, our SHA-256 as user metadata, and the storage class and
