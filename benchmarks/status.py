@@ -15,8 +15,9 @@ rounds, medians reported; its figures are checked against a `count(*) ... GROUP 
 table, and the queued rows' insert must have sent one NOTIFY. Then the daemon's HTTP endpoint
 (mediad/http, as `mediad run` serves it, with the row counts never cached) is timed over real
 HTTP: the dashboard's front page and a /metrics scrape, each a fresh read of the database, in
-alternating rounds. Exits 1 when report(), the front page or /metrics takes 200 ms or more, or a
-check fails.
+alternating rounds; and the `mediad status` command from spawn to exit beside `mediad --help`, the
+interpreter's start and imports that every command pays whatever the table holds. Exits 1 when
+report(), the front page or /metrics takes 200 ms or more, or a check fails.
 """
 
 # ruff: noqa: E402 (the imports must follow the sys.path repair below)
@@ -33,6 +34,7 @@ sys.path.insert(0, str(_REPO))
 
 import argparse
 import asyncio
+import subprocess
 import tempfile
 import time
 from typing import Any
@@ -41,7 +43,7 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.harness import postgres, report, targets
+from benchmarks.harness import postgres, programs, report, targets
 from mediad import config, db, queries, stages
 from mediad.commands import status
 from mediad.http import server
@@ -189,6 +191,22 @@ async def _endpoint_ms(url: str, rounds: int) -> tuple[list[float], list[float],
     return page, scrape, ok
 
 
+def _command_ms(url: str, rounds: int) -> tuple[list[float], list[float]]:
+    """Milliseconds, spawn to exit, of the `mediad status --json` command and of `mediad --help`
+    (the interpreter's start and the imports alone), in alternating rounds."""
+    env = programs.clean_environment({"MEDIAD_DATABASE_URL": url})
+    status_command = [*programs.mediad_command(), "status", "--json"]
+    help_command = [*programs.mediad_command(), "--help"]
+    whole: list[float] = []
+    start_only: list[float] = []
+    for _ in range(rounds):
+        for argv, times in ((status_command, whole), (help_command, start_only)):
+            started = time.perf_counter()
+            subprocess.run(argv, env=env, check=True, capture_output=True)
+            times.append((time.perf_counter() - started) * 1000)
+    return whole, start_only
+
+
 def _full_scan_sql() -> tuple[str, str]:
     """The two queries the old `report()` ran, for the stages declared now."""
     counts = ", ".join(
@@ -299,6 +317,7 @@ async def main(rows: int, queued: int, rounds: int) -> int:
                 peer.append(await _full_scan_ms(pool, sql))
         finally:
             await pool.close()
+        command, start_only = await asyncio.to_thread(_command_ms, url, rounds)
         page, scrape, shown = await _endpoint_ms(url, rounds)
         verdict.check([shown])
         print(f"front page and /metrics show report()'s counts: {'ok' if shown else 'FAILED'}")
@@ -312,8 +331,12 @@ async def main(rows: int, queued: int, rounds: int) -> int:
             ["the full scans it replaced", peer_ms, min(peer), max(peer)],
             ["GET / (the dashboard's front page)", page_ms, min(page), max(page)],
             ["GET /metrics (counts never cached)", scrape_ms, min(scrape), max(scrape)],
+            ["`mediad status --json`, spawn to exit", report.median(command), min(command),
+             max(command)],
+            ["`mediad --help` (its start-up alone)", report.median(start_only), min(start_only),
+             max(start_only)],
         ],
-    )
+    )  # fmt: skip
     print(f"report() / full scan: {report.ratio(mine_ms, peer_ms):.4f}x the time")
     judged = [
         verdict.judge(targets.Target(measure, ms, TARGET_STATUS_MS, unit=" ms", below=True))
