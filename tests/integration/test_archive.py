@@ -450,3 +450,20 @@ async def test_a_file_over_a_mebibyte_is_still_one_put_sent_in_slices(
     assert "Transfer-Encoding" not in proxy.requests[0].headers
     body = any_s3.client().get_object(Bucket=any_s3.bucket, Key="big/one")["Body"].read()
     assert body == data
+
+
+async def test_server_side_encryption_is_asked_for_on_the_put(
+    any_s3: S3Service, tmp_path: Path
+) -> None:
+    """archive.sse = AES256 goes with a small file's PUT: the object says it is encrypted, and
+    (SSE-S3 keeping the ETag an MD5) the PUT's answer still proves it."""
+    cfg = archive_config(any_s3, tmp_path / "store", archive_sse="AES256")
+    stored = store_bytes(store_of(cfg), media.jpeg(seed=12))
+    async with s3.open_client(cfg.archive) as client:
+        archiver = archive.Archiver(cfg.archive, client, store_of(cfg))
+        local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
+        key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
+        done, _ = await archiver.upload(local, key)
+    assert done.outcome == "uploaded"
+    head = any_s3.client().head_object(Bucket=any_s3.bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256"
