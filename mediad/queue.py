@@ -176,8 +176,13 @@ class StageQueue:
             recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
             refused += [_unrecordable(o, exc) for o, exc in turned_down]
         if refused:
-            written, _ = await self._write_apart(refused, self._writers[Failed])
+            written, still = await self._write_apart(refused, self._writers[Failed])
             recorded |= {o.row.media_id: o for o in refused if o.row.media_id in written}
+            for outcome, exc in still:
+                # Not even its failure can be written: the row stays leased until the lease
+                # lapses, and the attempts it then spends bound how often this repeats.
+                log.error("row_unrecordable", media_id=outcome.row.media_id,
+                          stage=self._stage.name, error=str(exc))  # fmt: skip
         releases = [o for o in outcomes if isinstance(o, Released)]
         for reason in sorted({o.reason for o in releases}):
             group = [o for o in releases if o.reason == reason]
