@@ -41,6 +41,8 @@ DB_ERRORS = (
     TimeoutError,
 )
 _WRITERS = 2
+# How long a busy pool holds a lone finished row for others to share its write with.
+_LINGER = 0.01
 
 
 @dataclass
@@ -92,6 +94,12 @@ class StagePool:
         self._pending_added = asyncio.Event()
         self._changed = asyncio.Event()
         self._paused_until = 0.0
+        # While the last claim found as many rows as it asked for (a backlog), freed slots are
+        # claimed for `_claim_at_least` at a time: one claim per finished row would cost the
+        # database a statement (and a counts trigger) per row. Without a backlog any free slot
+        # claims at once, so a new row never waits for others to finish.
+        self._backlog = False
+        self._claim_at_least = max(1, min(claim_batch, stage.concurrency // 4))
         self._log = log.bind(stage=stage.name)
 
     @property
@@ -136,7 +144,7 @@ class StagePool:
         claimed: list[Row] = []
         if paused_for > 0:
             wait = min(wait, paused_for)
-        elif free > 0:
+        elif free >= (self._claim_at_least if self._backlog and self._jobs else 1):
             limit = min(free, self.claim_batch)
             try:
                 claimed = await self.queue.claim(limit)
@@ -151,6 +159,7 @@ class StagePool:
                 for row in claimed:
                     self._start(row)
                 self.stats.claimed += len(claimed)
+                self._backlog = len(claimed) == limit
                 if len(claimed) == limit < free:
                     wait = 0.0  # a full batch with room left: there is likely more
         if not claimed and not self._jobs:
@@ -242,6 +251,10 @@ class StagePool:
             while True:
                 await self._pending_added.wait()
                 await writers.acquire()
+                if len(self._pending) < self._claim_at_least < len(self._jobs):
+                    # Busy: a moment more lets a few rows share the statement (and the slots
+                    # they free, one claim), instead of a write per finished row.
+                    await asyncio.sleep(_LINGER)
                 self._pending_added.clear()
                 batch, self._pending = self._pending, []
                 if not batch:
