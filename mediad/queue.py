@@ -7,7 +7,8 @@ with the outcome recorded for each, a row's failure where the database refused i
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,25 @@ REFUSED = (
 )
 
 
+# Each kind of outcome's statement, and the columns it takes between (media_ids, attempts) and
+# the lease owner, one value per outcome (releases go by reason: StageQueue.release).
+_STATEMENTS: dict[type, tuple[str, tuple[Callable[[Any], Any], ...]]] = {
+    Completed: ("complete", (
+        lambda o: dict(o.result.columns),
+        lambda o: events.clean_details(o.result.details),
+        lambda o: dict(o.result.metadata),
+    )),
+    Retry: ("retry", (
+        lambda o: o.delay, lambda o: o.error_code, lambda o: events.redact_text(o.error),
+    )),
+    Deferred: ("defer", (
+        lambda o: o.delay, lambda o: o.reason, lambda o: events.redact_text(o.error),
+    )),
+    Failed: ("fail", (lambda o: o.error_code, lambda o: events.redact_text(o.error))),
+    Skipped: ("skip", (lambda o: o.reason,)),
+}  # fmt: skip
+
+
 def _unrecordable(outcome: Any, exc: Exception) -> Failed:
     """What a row records instead of an outcome the database refused."""
     what = type(outcome).__name__.lower()
@@ -104,14 +124,6 @@ class StageQueue:
         self._sql = queries.for_stage(stage.declaration, tuple(registry), disabled)
         self.owner = owner
         self.lease = lease
-        # The statement writing each kind of outcome (releases go by reason: release()).
-        self._writers: dict[type, Callable[[Sequence[Any]], Awaitable[set[str]]]] = {
-            Completed: self._complete,
-            Retry: self._retry,
-            Deferred: self._defer,
-            Failed: self._fail,
-            Skipped: self._skip,
-        }
 
     async def claim(self, limit: int) -> list[Row]:
         """Lease up to `limit` due rows; rows whose worker died on their last attempt are failed
@@ -172,11 +184,11 @@ class StageQueue:
                 kinds.setdefault(type(outcome), []).append(outcome)
         refused: list[Failed] = []
         for kind, group in kinds.items():
-            written, turned_down = await self._write_apart(group, self._writers[kind])
+            written, turned_down = await self._write_apart(kind, group)
             recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
             refused += [_unrecordable(o, exc) for o, exc in turned_down]
         if refused:
-            written, still = await self._write_apart(refused, self._writers[Failed])
+            written, still = await self._write_apart(Failed, refused)
             recorded |= {o.row.media_id: o for o in refused if o.row.media_id in written}
             for outcome, exc in still:
                 # Not even its failure can be written: the row stays leased until the lease
@@ -191,10 +203,11 @@ class StageQueue:
         return recorded
 
     async def _write_apart(
-        self, group: Sequence[Any], write: Callable[[Sequence[Any]], Awaitable[set[str]]]
+        self, kind: type, group: Sequence[Any]
     ) -> tuple[set[str], list[tuple[Any, Exception]]]:
-        """`write` the group in one statement; if the database refuses a value in it, each
-        outcome alone: the media_ids written, and the outcomes refused with why."""
+        """Write the group (all of `kind`) in one statement; if the database refuses a value in
+        it, each outcome alone: the media_ids written, and the outcomes refused with why."""
+        write = functools.partial(self._write_kind, kind)
         try:
             return await write(group), []
         except REFUSED as exc:
@@ -209,55 +222,14 @@ class StageQueue:
                 turned_down.append((outcome, exc))
         return written, turned_down
 
-    async def _complete(self, completed: Sequence[Completed]) -> set[str]:
+    async def _write_kind(self, kind: type, group: Sequence[Any]) -> set[str]:
+        """The statement of `kind` (see _STATEMENTS) for every outcome of the group."""
+        name, columns = _STATEMENTS[kind]
         return await self._write(
-            self._sql["complete"],
-            [o.row.media_id for o in completed],
-            [o.row.attempt for o in completed],
-            [dict(o.result.columns) for o in completed],
-            [events.clean_details(o.result.details) for o in completed],
-            [dict(o.result.metadata) for o in completed],
-            self.owner,
-        )
-
-    async def _retry(self, retries: Sequence[Retry]) -> set[str]:
-        return await self._write(
-            self._sql["retry"],
-            [o.row.media_id for o in retries],
-            [o.row.attempt for o in retries],
-            [o.delay for o in retries],
-            [o.error_code for o in retries],
-            [events.redact_text(o.error) for o in retries],
-            self.owner,
-        )
-
-    async def _defer(self, deferrals: Sequence[Deferred]) -> set[str]:
-        return await self._write(
-            self._sql["defer"],
-            [o.row.media_id for o in deferrals],
-            [o.row.attempt for o in deferrals],
-            [o.delay for o in deferrals],
-            [o.reason for o in deferrals],
-            [events.redact_text(o.error) for o in deferrals],
-            self.owner,
-        )
-
-    async def _fail(self, failures: Sequence[Failed]) -> set[str]:
-        return await self._write(
-            self._sql["fail"],
-            [o.row.media_id for o in failures],
-            [o.row.attempt for o in failures],
-            [o.error_code for o in failures],
-            [events.redact_text(o.error) for o in failures],
-            self.owner,
-        )
-
-    async def _skip(self, skips: Sequence[Skipped]) -> set[str]:
-        return await self._write(
-            self._sql["skip"],
-            [o.row.media_id for o in skips],
-            [o.row.attempt for o in skips],
-            [o.reason for o in skips],
+            self._sql[name],
+            [o.row.media_id for o in group],
+            [o.row.attempt for o in group],
+            *([column(o) for o in group] for column in columns),
             self.owner,
         )
 
