@@ -103,6 +103,8 @@ class S3:
             await self._direct.close()
 
     async def _direct_put(self) -> s3put.DirectPut:
+        if self._direct is not None:  # every PUT but the first: no lock to take
+            return self._direct
         async with self._direct_opening:
             if self._direct is None:
                 credentials = await self._credentials()
