@@ -75,23 +75,19 @@ REFUSED = (
 )
 
 
-# Each kind of outcome's statement, and the columns it takes between (media_ids, attempts) and
-# the lease owner, one value per outcome (releases go by reason: StageQueue.release).
-_STATEMENTS: dict[type, tuple[str, tuple[Callable[[Any], Any], ...]]] = {
-    Completed: ("complete", (
+# The columns each kind of outcome's statement takes between (media_ids, attempts) and the lease
+# owner, one value per outcome (releases go by reason: StageQueue.release).
+_COLUMNS: dict[type, tuple[Callable[[Any], Any], ...]] = {
+    Completed: (
         lambda o: dict(o.result.columns),
         lambda o: events.clean_details(o.result.details),
         lambda o: dict(o.result.metadata),
-    )),
-    Retry: ("retry", (
-        lambda o: o.delay, lambda o: o.error_code, lambda o: events.redact_text(o.error),
-    )),
-    Deferred: ("defer", (
-        lambda o: o.delay, lambda o: o.reason, lambda o: events.redact_text(o.error),
-    )),
-    Failed: ("fail", (lambda o: o.error_code, lambda o: events.redact_text(o.error))),
-    Skipped: ("skip", (lambda o: o.reason,)),
-}  # fmt: skip
+    ),
+    Retry: (lambda o: o.delay, lambda o: o.error_code, lambda o: events.redact_text(o.error)),
+    Deferred: (lambda o: o.delay, lambda o: o.reason, lambda o: events.redact_text(o.error)),
+    Failed: (lambda o: o.error_code, lambda o: events.redact_text(o.error)),
+    Skipped: (lambda o: o.reason,),
+}
 
 
 def _unrecordable(outcome: Any, exc: Exception) -> Failed:
@@ -124,6 +120,14 @@ class StageQueue:
         self._sql = queries.for_stage(stage.declaration, tuple(registry), disabled)
         self.owner = owner
         self.lease = lease
+        # The statement recording each kind of outcome (its columns: _COLUMNS).
+        self._statements = {
+            Completed: self._sql["complete"],
+            Retry: self._sql["retry"],
+            Deferred: self._sql["defer"],
+            Failed: self._sql["fail"],
+            Skipped: self._sql["skip"],
+        }
 
     async def claim(self, limit: int) -> list[Row]:
         """Lease up to `limit` due rows; rows whose worker died on their last attempt are failed
@@ -223,13 +227,12 @@ class StageQueue:
         return written, turned_down
 
     async def _write_kind(self, kind: type, group: Sequence[Any]) -> set[str]:
-        """The statement of `kind` (see _STATEMENTS) for every outcome of the group."""
-        name, columns = _STATEMENTS[kind]
+        """The statement of `kind` for every outcome of the group."""
         return await self._write(
-            self._sql[name],
+            self._statements[kind],
             [o.row.media_id for o in group],
             [o.row.attempt for o in group],
-            *([column(o) for o in group] for column in columns),
+            *([column(o) for o in group] for column in _COLUMNS[kind]),
             self.owner,
         )
 
