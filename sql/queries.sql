@@ -34,6 +34,7 @@ SET {status} = CASE WHEN due.lost THEN 'failed' ELSE 'started' END,
     last_error = CASE WHEN due.lost THEN format('the lease of attempt %s of %s lapsed without a'
         ' result: the worker died processing the row; not tried again', p.{stage}_attempts, $5)
         ELSE p.last_error END,
+    last_error_at = CASE WHEN due.lost THEN now() ELSE p.last_error_at END,
     ai_analysis_log = p.ai_analysis_log || CASE WHEN due.lost
         THEN mediad_event('{failed_event}', 'failure', jsonb_build_object(
             'attempt', p.{stage}_attempts,
@@ -76,6 +77,7 @@ SET {status} = 'completed',
         ELSE coalesce(p.metadata, '{}'::jsonb) || h.metadata END,
     error_code = CASE WHEN {trouble_elsewhere} THEN p.error_code END,
     last_error = CASE WHEN {trouble_elsewhere} THEN p.last_error END,
+    last_error_at = CASE WHEN {trouble_elsewhere} THEN p.last_error_at END,
     ai_analysis_log = p.ai_analysis_log
         || mediad_event('{completed_event}', 'success', h.details){skip_events}
 FROM unnest($1::text[], $2::integer[], $3::jsonb[], $4::jsonb[], $5::jsonb[])
@@ -116,6 +118,7 @@ SET {status} = 'not_started',
     {stage}_next_attempt_at = now() + make_interval(secs => h.delay),
     error_code = h.error_code,
     last_error = h.error,
+    last_error_at = now(),
     ai_analysis_log = p.ai_analysis_log || mediad_event('retry_scheduled', 'failure',
         jsonb_build_object(
             'stage', '{stage}',
@@ -163,6 +166,7 @@ SET {status} = 'failed',
     {stage}_next_attempt_at = NULL,
     error_code = h.error_code,
     last_error = h.error,
+    last_error_at = now(),
     ai_analysis_log = p.ai_analysis_log || mediad_event('{failed_event}', 'failure',
         jsonb_build_object('attempt', h.attempt, 'error_code', h.error_code, 'error', h.error))
 FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[])
@@ -576,6 +580,7 @@ UPDATE post_media AS p
 SET archive_status = 'failed',
     error_code = $2,
     last_error = $3,
+    last_error_at = now(),
     ai_analysis_log = p.ai_analysis_log || mediad_event('archive_damaged', 'failure',
         jsonb_build_object('archive_url', p.archive_url, 'error_code', $2::text,
             'error', $3::text, 'by', $4::text))
@@ -649,6 +654,8 @@ SET archive_status = 'completed',
         THEN NULL ELSE p.error_code END,
     last_error = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')
         THEN NULL ELSE p.last_error END,
+    last_error_at = CASE WHEN p.error_code IN ('archive_missing', 'archive_corrupt')
+        THEN NULL ELSE p.last_error_at END,
     ai_analysis_log = p.ai_analysis_log || mediad_event('archive_repaired', 'success', $4::jsonb)
 WHERE p.media_id = ANY($1::text[])
   AND p.archive_url = $2
@@ -679,10 +686,10 @@ LIMIT $2;
 -- The most recently failed rows of one stage ($2) with one error_code ($3), at most $1:
 -- the rows of that error_code newest first through post_media_error_code, until $1 of them
 -- are failed in that stage.
-SELECT media_id, post_id, media_url, last_error, updated_at
+SELECT media_id, post_id, media_url, last_error
 FROM post_media
 WHERE error_code = $3 AND {failed_in_stage}
-ORDER BY updated_at DESC
+ORDER BY last_error_at DESC NULLS LAST
 LIMIT $1;
 
 -- analysis_cached --

@@ -238,7 +238,6 @@ def _failed_example(record: asyncpg.Record) -> dict[str, Any]:
         "post_id": record["post_id"],
         "media_url": platforms.redact_url(record["media_url"] or ""),
         "last_error": platforms.redact_urls(record["last_error"] or ""),
-        "updated_at": record["updated_at"],
     }
 
 

@@ -16,11 +16,14 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from mediad import errors
+from mediad.http.pages import FAILURE_EXAMPLES
+from mediad.stage import Result, Row
 from tests import media
 from tests.http_support import names, serving_daemon, value
 from tests.nginx_support import free_port
 from tests.origin import Origin, serving, status
-from tests.support import insert_rows, insert_urls, noop, trivial_openers, wait_for
+from tests.support import insert_rows, insert_urls, noop, run_once, trivial_openers, wait_for
 
 ALLOWED = "127.0.0.1/32"
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
@@ -198,6 +201,31 @@ async def test_ten_thousand_idle_connections_do_not_stop_the_stages(
         finally:
             for sock in idle:
                 sock.close()
+
+
+async def test_the_front_page_shows_the_latest_failures_of_an_error_code(
+    db_url: str, pool: asyncpg.Pool[Any]
+) -> None:
+    """Of many rows failed with one error_code, the front page's examples are the ones that
+    failed last: not the ones somebody's UPDATE touched last."""
+
+    async def refuse(row: Row) -> Result:
+        raise errors.PermanentError("the origin refuses this photo", error_code="http_403")
+
+    early = await insert_rows(pool, 5, url="https://cdn.example/early-{i}.jpg")
+    await run_once(db_url, refuse)
+    late = await insert_rows(pool, FAILURE_EXAMPLES, url="https://cdn.example/late-{i}.jpg")
+    await run_once(db_url, refuse)
+    # A scraper editing an old failure's row makes it the last updated, not the last failed.
+    await pool.execute(
+        "UPDATE post_media SET post_id = 'edited' WHERE media_id = ANY($1)", early[:2]
+    )
+    async with serving_daemon(db_url, derive_enabled="false") as served:
+        code, page = await served.get("/")
+    assert code == 200
+    failures = page.partition("<h2>Failures</h2>")[2].partition("<h2>Recent media</h2>")[0]
+    assert "download · http_403 · 8 rows" in failures
+    assert sorted(m for m in early + late if m in failures) == sorted(late)
 
 
 async def test_a_request_without_the_token_off_loopback_gets_401_and_no_data(

@@ -64,6 +64,7 @@ async def test_migrate_creates_the_contract_table(empty_db_url: str) -> None:
             "0007_row_counts",
             "0008_restored_at",
             "0009_dashboard_indexes",
+            "0010_last_error_at",
         ]
         columns = {
             r["column_name"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -124,6 +124,25 @@ async def test_heartbeat_keeps_the_lease_and_reports_losses(pool: asyncpg.Pool[A
         second.media_id,
     )
     assert 0 < left <= 5
+
+
+async def test_claims_and_heartbeats_write_no_index_entry(pool: asyncpg.Pool[Any]) -> None:
+    """A claim and a heartbeat change no indexed column, so each is a HOT update: the busiest
+    statements write no entry into any of the table's indexes. An index on a column they
+    change (updated_at, a lease column) would cost every claim an entry in every index."""
+    # Few rows, so that one page has room for the new versions one transaction cannot prune.
+    await insert_rows(pool, 4)
+    async with pool.acquire() as conn, conn.transaction():
+        # One transaction on one connection, so its own statistics count just these updates.
+        q = queue(cast("asyncpg.Pool[Any]", conn), "w")
+        claimed = await q.claim(4)
+        assert len(await q.heartbeat(claimed)) == 4
+        counted = await conn.fetchrow(
+            "SELECT pg_stat_get_xact_tuples_updated('post_media'::regclass) AS updated,"
+            " pg_stat_get_xact_tuples_hot_updated('post_media'::regclass) AS hot"
+        )
+    assert counted is not None
+    assert (counted["updated"], counted["hot"]) == (8, 8)
 
 
 async def test_late_writer_is_fenced(pool: asyncpg.Pool[Any]) -> None:
