@@ -128,7 +128,10 @@ class Resources:
         daemon. `media` (media.*) serves every stage by default; a stage whose decoder needs
         other limits (the local analyser's OCR models) asks for a pool of its own by name."""
         settings = config or self.config.media
-        return await self._once(f"decoders:{name}", lambda: self._enter(DecoderPool.open(settings)))
+        # Its workers start with the first decode, not with the stage that may never decode.
+        return await self._once(
+            f"decoders:{name}", lambda: self._enter(DecoderPool.open(settings, start=False))
+        )
 
     async def session(self, **options: Any) -> aiohttp.ClientSession:
         """A session of its own for a service the operator configured (an analysis API): not

@@ -77,6 +77,8 @@ _ALARM_MARGIN = 5
 _START_TIMEOUT = 60.0
 _STOP_GRACE = 2.0
 _RESPAWN_DELAY = 0.5
+# How long a stage whose decoder workers could not start pauses before trying again.
+_START_RETRY = 30.0
 _RESPAWN_DELAY_MAX = 30.0
 
 
@@ -106,8 +108,14 @@ class DecoderClosedError(DecoderError, errors.StagePausedError):
         super().__init__(message, error_code="decoders_closed", pause_for=_STOP_GRACE)
 
 
-class DecoderStartError(errors.MediadError):
-    """A worker process did not start (fork failed, an import failed, a memory limit too low)."""
+class DecoderStartError(errors.StagePausedError):
+    """A worker process did not start (fork failed, an import failed, a memory limit too low).
+
+    Raised to the task that started the pool: its row goes back untouched and its stage pauses;
+    the next task after the pause tries to start the workers again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code="decoders_unavailable", pause_for=_START_RETRY)
 
 
 class DecodeFailedError(DecoderError, errors.PermanentError):
@@ -195,6 +203,8 @@ class DecoderPool:
         self._starting: set[BaseProcess] = set()
         self._respawning: set[asyncio.Task[None]] = set()
         self._started = False
+        self._start_on_demand = False
+        self._starting_all: asyncio.Task[None] | None = None
         self._closed = False
         self._closing = asyncio.Event()
         self.stats = DecoderStats()
@@ -205,11 +215,16 @@ class DecoderPool:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, config: MediaConfig, *, tasks: Mapping[str, str] = TASKS
+        cls, config: MediaConfig, *, tasks: Mapping[str, str] = TASKS, start: bool = True
     ) -> AsyncIterator[DecoderPool]:
-        """A started pool, closed on exit: `async with DecoderPool.open(config.media) as pool`."""
+        """A pool, closed on exit: `async with DecoderPool.open(config.media) as pool`. Its
+        workers start now, or with `start=False` when the first task comes: a daemon whose
+        stages have nothing to decode (`run --once` over rows only to archive) never waits the
+        half second the forkserver's imports take."""
         pool = cls(config, tasks=tasks)
-        await pool.start()
+        pool._start_on_demand = not start
+        if start:
+            await pool.start()
         try:
             yield pool
         finally:
@@ -226,21 +241,36 @@ class DecoderPool:
         return self._in_use
 
     async def start(self) -> None:
-        """Start the forkserver and every worker; raise DecoderStartError if one cannot start."""
-        self._started = True
+        """Start the forkserver and every worker; raise DecoderStartError if one cannot start
+        (the others are stopped again: the pool stays unstarted)."""
         if self._in_process:
+            self._started = True
             return
         await asyncio.to_thread(self._start_forkserver)
         launched = await asyncio.gather(
             *(self._launch() for _ in range(self._size)), return_exceptions=True
         )
         failure = next((r for r in launched if isinstance(r, BaseException)), None)
-        for result in launched:
-            if isinstance(result, _Worker):
-                self._adopt(result)
         if failure is not None:
-            await self.close()
+            for result in launched:
+                if isinstance(result, _Worker):
+                    result.channel.close()
+                    _signal(result.process, signal.SIGKILL)
+                    await _reap(result.process)
             raise failure
+        self._started = True
+        for result in launched:
+            self._adopt(cast(_Worker, result))
+
+    async def _started_now(self) -> None:
+        """Start the workers for the first task (every task meanwhile awaits the same start);
+        after a start that failed, the next task tries again."""
+        if self._starting_all is None or (
+            self._starting_all.done() and self._starting_all.exception() is not None
+        ):
+            self._starting_all = asyncio.create_task(self.start(), name="decoders-start")
+        # Shielded: one task cancelled while waiting does not cancel the start the others await.
+        await asyncio.shield(self._starting_all)
 
     def _start_forkserver(self) -> None:
         # Workers fork from a server that has already imported the tasks' modules (Pillow,
@@ -268,7 +298,11 @@ class DecoderPool:
         if self._closed:
             raise DecoderClosedError()
         if not self._started:
-            raise RuntimeError("the decoder pool is not started: use DecoderPool.open()")
+            if not self._start_on_demand:
+                raise RuntimeError("the decoder pool is not started: use DecoderPool.open()")
+            await self._started_now()
+            if self._closed:
+                raise DecoderClosedError()
         if task not in self._tasks:
             raise ValueError(f"{task!r} is not a registered decoder task")
         if cost_bytes < 0:
@@ -317,6 +351,9 @@ class DecoderPool:
             return
         self._closed = True
         self._closing.set()
+        if self._starting_all is not None and not self._starting_all.done():
+            # Workers launched meanwhile are adopted as retiring and killed (_adopt).
+            await asyncio.gather(self._starting_all, return_exceptions=True)
         while self._queue:
             job = self._queue.popleft()
             if not job.future.done():

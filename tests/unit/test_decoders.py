@@ -217,6 +217,33 @@ async def test_in_process_runs_the_same_task_in_this_process() -> None:
     assert result == {"echo": {"n": 1}, "pid": os.getpid()}
 
 
+async def test_a_pool_opened_to_start_on_demand_starts_its_workers_with_the_first_task() -> None:
+    """The daemon's pools start no process until something is to be decoded; tasks that come
+    together share one start, and the workers then serve the tasks that follow."""
+    settings = media_config()
+    async with decoders.DecoderPool.open(settings, tasks=TASKS, start=False) as pool:
+        assert pool.worker_pids == []
+        first = await asyncio.gather(*(pool.run("echo", {"n": n}) for n in range(4)))
+        pids = pool.worker_pids
+        later = await pool.run("echo", {"n": 4})
+    assert len(pids) == 2
+    assert {r["pid"] for r in first} | {later["pid"]} <= set(pids)
+
+
+async def test_workers_that_cannot_start_pause_the_stage_and_are_tried_again() -> None:
+    """A worker that cannot start (here its task module does not import) fails the task that
+    started the pool with DecoderStartError, a pause of its stage that hands the row back
+    untouched, not a failure of the row; the pool stays open and the next task tries again."""
+    broken = {**TASKS, "missing": "tests.unit.no_such_module:task"}
+    async with decoders.DecoderPool.open(media_config(), tasks=broken, start=False) as pool:
+        for _ in range(2):
+            with pytest.raises(decoders.DecoderStartError) as raised:
+                await pool.run("echo", {})
+            assert isinstance(raised.value, errors.StagePausedError)
+            assert raised.value.error_code == "decoders_unavailable"
+            assert pool.worker_pids == []
+
+
 async def test_workers_are_forked_from_the_forkserver_not_from_the_daemon() -> None:
     """Worker processes are not children of the (threaded) parent: a forkserver forks them."""
     async with open_pool() as pool:
