@@ -44,8 +44,9 @@ from mediad import config, daemon, stage
 from mediad.config import Config
 from tests import support
 
-# mediad's target against pgqueuer, on the same database server and job shape.
-TARGET_RATIO = 1.5
+# mediad's target against pgqueuer, on the same database server and job shape, with every lease
+# and event written (1.5 until the row counts, the dashboard and the event log grew; 1.1 since).
+TARGET_RATIO = 1.1
 TARGET_LATENCY_MS = 20.0
 EXPECTED_EVENTS = ["download_started", "media_downloaded", "archive_skipped", "ai_analysis_skipped"]
 
@@ -437,8 +438,8 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=2,
-        help="interleaved runs of each mediad and pgqueuer setting; the best counts (2)",
+        default=3,
+        help="interleaved runs of each mediad and pgqueuer setting; the median counts (3)",
     )
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument(
@@ -496,8 +497,16 @@ def print_result(result: Throughput) -> Throughput:
 
 
 def best(results: list[Throughput], system: str) -> Throughput | None:
-    runs = [r for r in results if r.system == system and r.ok]
-    return max(runs, key=lambda r: r.rate) if runs else None
+    """The median run of the system's fastest setting (by its median): the rounds alternate the
+    systems, so a slow spell of a shared machine weighs on both alike."""
+    by_setting: dict[str, list[Throughput]] = {}
+    for run in results:
+        if run.system == system and run.ok:
+            by_setting.setdefault(run.setting, []).append(run)
+    medians = [
+        sorted(runs, key=lambda r: r.rate)[(len(runs) - 1) // 2] for runs in by_setting.values()
+    ]
+    return max(medians, key=lambda r: r.rate) if medians else None
 
 
 def summarize(results: list[Throughput], latency: Latency | None) -> int:
@@ -538,7 +547,8 @@ def summarize(results: list[Throughput], latency: Latency | None) -> int:
         )
     if rows:
         report.print_table(
-            "Ratios, best run of each (mediad also writes a lease and JSONB events per row)",
+            "Ratios, the median run of each one's fastest setting (mediad also writes a lease and"
+            " JSONB events per row)",
             ["ratio", "rows/s", "value", "target", "met", "PG CPU us/row", "client CPU us/row"],
             rows,
         )
