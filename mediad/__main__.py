@@ -1,7 +1,5 @@
 """`python -m mediad`."""
 
-import sys
+from mediad.cli import entry
 
-from mediad.cli import main
-
-sys.exit(main())
+entry()
