@@ -135,6 +135,26 @@ async def test_malformed_database_url_is_a_config_error() -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+async def test_run_once_on_the_embedded_database_leaves_nothing_running(tmp_path: Path) -> None:
+    """With no database configured, `run --once` starts the embedded PostgreSQL in its state
+    folder and, on its way out (which skips the interpreter's teardown), stops it again."""
+    state = tmp_path / "state"
+    empty = tmp_path / "config.toml"
+    empty.write_text("")
+    code, _, err = await mediad(
+        "run",
+        "--once",
+        env={
+            "MEDIAD_CONFIG": str(empty),
+            "MEDIAD_DAEMON_STATE_DIR": str(state),
+            "MEDIAD_STORAGE_ROOT": str(tmp_path / "media"),
+        },
+    )
+    assert code == 0, err
+    assert (state / "postgres" / "PG_VERSION").exists()
+    assert not (state / "postgres" / "postmaster.pid").exists()
+
+
 async def test_usage_errors_exit_2() -> None:
     """An unknown command is bad usage: exit 2."""
     code, _, err = await mediad("frobnicate")
