@@ -184,7 +184,13 @@ class _Worker:
 class DecoderPool:
     """Worker processes that run registered decode tasks; see the module docstring."""
 
-    def __init__(self, config: MediaConfig, *, tasks: Mapping[str, str] = TASKS) -> None:
+    def __init__(
+        self,
+        config: MediaConfig,
+        *,
+        tasks: Mapping[str, str] = TASKS,
+        start_on_demand: bool = False,
+    ) -> None:
         for name, path in tasks.items():
             module, _, function = path.partition(":")
             if not module or not function.isidentifier():
@@ -203,7 +209,8 @@ class DecoderPool:
         self._starting: set[BaseProcess] = set()
         self._respawning: set[asyncio.Task[None]] = set()
         self._started = False
-        self._start_on_demand = False
+        # Started by the first task (DecoderPool.open(start=False)) rather than by start().
+        self._start_on_demand = start_on_demand
         self._starting_all: asyncio.Task[None] | None = None
         self._closed = False
         self._closing = asyncio.Event()
@@ -221,8 +228,7 @@ class DecoderPool:
         workers start now, or with `start=False` when the first task comes: a daemon whose
         stages have nothing to decode (`run --once` over rows only to archive) never waits the
         half second the forkserver's imports take."""
-        pool = cls(config, tasks=tasks)
-        pool._start_on_demand = not start
+        pool = cls(config, tasks=tasks, start_on_demand=not start)
         if start:
             await pool.start()
         try:
@@ -254,9 +260,7 @@ class DecoderPool:
         if failure is not None:
             for result in launched:
                 if isinstance(result, _Worker):
-                    result.channel.close()
-                    _signal(result.process, signal.SIGKILL)
-                    await _reap(result.process)
+                    await _kill(result.channel, result.process)
             raise failure
         self._started = True
         for result in launched:
@@ -488,9 +492,7 @@ class DecoderPool:
                 if not isinstance(pid, int):
                     raise TypeError(f"the hello names no pid: {hello!r}")
             except BaseException as exc:
-                channel.close()
-                _signal(process, signal.SIGKILL)
-                how = await _reap(process)
+                how = await _kill(channel, process)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise DecoderStartError(
@@ -656,6 +658,14 @@ class _Channel(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+async def _kill(channel: _Channel, process: BaseProcess) -> str:
+    """Drop a worker that is not (or no longer) part of the pool: its socket, then its process;
+    how it ended."""
+    channel.close()
+    _signal(process, signal.SIGKILL)
+    return await _reap(process)
 
 
 def _signal(process: BaseProcess, signum: int) -> None:
