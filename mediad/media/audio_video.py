@@ -7,55 +7,18 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import av
 
 from mediad import errors
 from mediad.media import clean, images
+from mediad.media.containers import FAMILIES, OPTIONS, Family
 from mediad.media.info import MediaInfo, MediaKind
 
 # A decoder may swallow a few packets before its first frame (B-frames, codec delay); a real file
 # yields one long before this, and a hostile one cannot make us read a whole GB-sized file.
 _MAX_PACKETS_BEFORE_FRAME = 500
-
-
-class _AVFamily(NamedTuple):
-    """A container family: the FFmpeg demuxer forced on it, and its type with and without video."""
-
-    demuxer: str
-    video: tuple[str, str] | None  # None: any picture stream is cover art (MP3, FLAC)
-    audio: tuple[str, str]
-
-
-_MP4 = _AVFamily("mov", ("video/mp4", "mp4"), ("audio/mp4", "m4a"))
-# The demuxer is forced from the sniffed type, never guessed by FFmpeg: its probing would also
-# accept playlists (HLS, concat) that make it open other files and URLs.
-FAMILIES: dict[str, _AVFamily] = {
-    "video/mp4": _MP4,
-    "video/x-m4v": _MP4,
-    "audio/mp4": _MP4,
-    "video/quicktime": _AVFamily("mov", ("video/quicktime", "mov"), ("audio/mp4", "m4a")),
-    "video/3gpp": _AVFamily("mov", ("video/3gpp", "3gp"), ("audio/3gpp", "3gp")),
-    "video/webm": _AVFamily("matroska", ("video/webm", "webm"), ("audio/webm", "webm")),
-    "video/x-matroska": _AVFamily(
-        "matroska", ("video/x-matroska", "mkv"), ("audio/x-matroska", "mka")
-    ),
-    "audio/ogg": _AVFamily("ogg", ("video/ogg", "ogv"), ("audio/ogg", "ogg")),
-    "video/x-msvideo": _AVFamily("avi", ("video/x-msvideo", "avi"), ("video/x-msvideo", "avi")),
-    "video/x-flv": _AVFamily("flv", ("video/x-flv", "flv"), ("video/x-flv", "flv")),
-    "video/x-ms-wmv": _AVFamily("asf", ("video/x-ms-wmv", "wmv"), ("audio/x-ms-wma", "wma")),
-    "video/mpeg": _AVFamily("mpeg", ("video/mpeg", "mpg"), ("audio/mpeg", "mpg")),
-    "video/mp2t": _AVFamily("mpegts", ("video/mp2t", "ts"), ("audio/mp2t", "ts")),
-    "audio/mpeg": _AVFamily("mp3", None, ("audio/mpeg", "mp3")),
-    "audio/aac": _AVFamily("aac", None, ("audio/aac", "aac")),
-    "audio/x-flac": _AVFamily("flac", None, ("audio/flac", "flac")),
-    "audio/x-wav": _AVFamily("wav", None, ("audio/wav", "wav")),
-    "audio/x-aiff": _AVFamily("aiff", None, ("audio/aiff", "aiff")),
-    "audio/amr": _AVFamily("amr", None, ("audio/amr", "amr")),
-}
-# Only local files: a container may name other resources (MOV references, for one).
-_OPTIONS = {"protocol_whitelist": "file"}
 _TAG_KEYS = ("title", "artist", "album")
 
 
@@ -65,7 +28,7 @@ def probe(path: Path, sniffed: str, max_pixels: int) -> MediaInfo:
     described = f"{sniffed} file"
     try:
         with av.open(
-            str(path), "r", format=family.demuxer, options=_OPTIONS, metadata_errors="replace"
+            str(path), "r", format=family.demuxer, options=OPTIONS, metadata_errors="replace"
         ) as container:
             return _read_container(container, family, max_pixels, described)
     except errors.MediadError:
@@ -77,7 +40,7 @@ def probe(path: Path, sniffed: str, max_pixels: int) -> MediaInfo:
 
 
 def _read_container(
-    container: av.container.InputContainer, family: _AVFamily, max_pixels: int, described: str
+    container: av.container.InputContainer, family: Family, max_pixels: int, described: str
 ) -> MediaInfo:
     video = next(
         (

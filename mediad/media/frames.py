@@ -16,15 +16,13 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from mediad import errors
-from mediad.media import clean, images, sniff
+from mediad.media import clean, containers, images, sniff
 
 # Packets read after a seek before the wanted frame must have come (a key frame every few
 # seconds is the norm; a 10-minute GOP is not): past it, the last frame decoded is taken.
 _MAX_PACKETS_AFTER_SEEK = 3000
 # Packets a video without a duration may be read through to find its end.
 _MAX_PACKETS_SCANNED = 1_000_000
-# Only local files: a container may name other resources (MOV references, for one).
-_OPTIONS = {"protocol_whitelist": "file"}
 _ORIENTATION = 0x0112
 
 
@@ -110,15 +108,17 @@ def video_frames(
     # PyAV (FFmpeg's libraries, 130 MB of address space) loads only for videos.
     import av
 
-    from mediad.media import audio_video
-
-    family = audio_video.FAMILIES.get(mime_type)
+    family = containers.FAMILIES.get(mime_type)
     if family is None or family.video is None:
         raise errors.UnsupportedMediaError(f"{mime_type} is not a video mediad decodes")
     described = f"{mime_type} file"
     try:
         with av.open(
-            str(path), "r", format=family.demuxer, options=_OPTIONS, metadata_errors="replace"
+            str(path),
+            "r",
+            format=family.demuxer,
+            options=containers.OPTIONS,
+            metadata_errors="replace",
         ) as container:
             stream = next(
                 (

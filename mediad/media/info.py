@@ -20,6 +20,12 @@ class MediaInfo:
     duration_seconds: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_task(cls, result: dict[str, Any]) -> MediaInfo:
+        """The MediaInfo a decoder task returned as its fields (plain data: the worker's objects
+        never cross)."""
+        return cls(**result)
+
     @property
     def folder(self) -> str:
         """The store's folder for this kind: images, videos, audio or documents."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mediad import errors
-from mediad.media import audio_video, documents, images, sniff
+from mediad.media import audio_video, containers, documents, images, sniff
 from mediad.media.info import MediaInfo
 
 __all__ = ["MediaInfo", "probe_file", "probe_task"]
@@ -43,7 +43,7 @@ def probe_file(
     mime = sniff.media_type(head, claimed=claimed)
     if mime in images.FORMATS:
         return images.probe(path, images.FORMATS[mime], max_image_pixels, data)
-    if mime in audio_video.FAMILIES:
+    if mime in containers.FAMILIES:
         return audio_video.probe(path, mime, max_image_pixels)
     if mime == documents.PDF:
         return documents.probe_pdf(path, head)
@@ -51,11 +51,7 @@ def probe_file(
 
 
 def probe_task(payload: dict[str, Any]) -> dict[str, Any]:
-    """probe_file as a decoder task: {"path", "declared_type"} in, the MediaInfo's fields out."""
+    """probe_file as a decoder task: {"path", "declared_type"} in, the MediaInfo's fields out
+    (MediaInfo.from_task reads them back)."""
     info = probe_file(Path(payload["path"]), declared_type=payload.get("declared_type"))
     return dataclasses.asdict(info)
-
-
-def info_from_task(result: dict[str, Any]) -> MediaInfo:
-    """The MediaInfo a probe_task returned (plain data: the worker's objects never cross)."""
-    return MediaInfo(**result)

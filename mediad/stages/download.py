@@ -18,7 +18,8 @@ import structlog
 from yarl import URL
 
 from mediad import errors, metrics, stages
-from mediad.media import audio_video, decoders, kinds, probe, sniff
+from mediad.media import containers, decoders, kinds, sniff
+from mediad.media.info import MediaInfo
 from mediad.net import platforms
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
 from mediad.net.hostlimits import HostLimits, LocalHostLimits
@@ -66,7 +67,7 @@ async def open_stage(resources: Resources) -> AsyncIterator[Stage]:
 class Downloaded:
     source_url: str
     fetched: Fetched
-    info: probe.MediaInfo
+    info: MediaInfo
     stored: StoredFile
 
 
@@ -202,15 +203,13 @@ class Downloader:
         metrics.DOWNLOAD_BYTES.inc(stored.size)
         return Downloaded(url, fetched, info, stored)
 
-    async def _probe(
-        self, tmp: TempFile, head: bytes | None, declared: str | None
-    ) -> probe.MediaInfo:
+    async def _probe(self, tmp: TempFile, head: bytes | None, declared: str | None) -> MediaInfo:
         """Prove the file whole in a decoder worker, admitted by the memory its decode takes."""
         payload = {"path": str(tmp.path), "declared_type": declared}
         mime = _sniffed(head)
         if mime == "image/jpeg":
             cost = 0  # walked, not decoded (jpeg.py)
-        elif mime in audio_video.FAMILIES:
+        elif mime in containers.FAMILIES:
             cost = _VIDEO_DECODE_BYTES
         else:
             # An image (or not known yet): its header says how much its pixels will take.
@@ -221,7 +220,7 @@ class Downloader:
             else:
                 cost = decoders.pixel_bytes(header)
         result = await self._decoders.run("probe", payload, cost_bytes=cost)
-        return probe.info_from_task(result)
+        return MediaInfo.from_task(result)
 
     async def _open_temp(self) -> TempFile:
         # Creating and locking the temp file touches the disk: not on the event loop.

@@ -1,0 +1,30 @@
+"""What the daemon's own process imports: every `mediad run` and `run --once` pays for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+# Loaded where they are used: PyAV by the decoder workers (their forkserver preloads it), the
+# dashboard's pages and Jinja2 only where http.listen is set.
+_LEFT_TO_OTHERS = ("av", "jinja2", "mediad.http.server")
+
+_IMPORT_AS_THE_DAEMON_DOES = f"""
+import json, sys
+import mediad.cli, mediad.daemon
+from mediad import stages
+for declaration in stages.ALL:
+    stages.opener(declaration)
+print(json.dumps([name for name in {_LEFT_TO_OTHERS!r} if name in sys.modules]))
+"""
+
+
+def test_the_daemon_with_every_stage_loads_no_decoder_library_nor_the_dashboard() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_AS_THE_DAEMON_DOES],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout) == []
