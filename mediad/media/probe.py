@@ -9,7 +9,6 @@ or raises an errors.MediaError. Everything here is synchronous and CPU- or disk-
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -54,4 +53,4 @@ def probe_task(payload: dict[str, Any]) -> dict[str, Any]:
     """probe_file as a decoder task: {"path", "declared_type"} in, the MediaInfo's fields out
     (MediaInfo.from_task reads them back)."""
     info = probe_file(Path(payload["path"]), declared_type=payload.get("declared_type"))
-    return dataclasses.asdict(info)
+    return info.to_task()
