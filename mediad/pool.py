@@ -270,14 +270,19 @@ class StagePool:
 
     async def _write(self, batch: list[Outcome]) -> None:
         delay = 0.2
+        # Filled statement by statement: after a failure midway, only what is not yet written
+        # is sent again (the rest would find its rows no longer leased, and count as lost).
+        recorded: dict[str, Outcome] = {}
+        unwritten = batch
         while True:
             try:
-                recorded = await asyncio.shield(self.queue.finish(batch))
+                await asyncio.shield(self.queue.finish(unwritten, recorded))
                 break
             except DB_ERRORS as exc:
                 # Keep the rows in flight: if the lease lapses meanwhile, the fence drops
                 # this late write and another worker's result stands.
-                self._log.warning("finish_failed", error=str(exc), rows=len(batch))
+                unwritten = [o for o in batch if o.row.media_id not in recorded]
+                self._log.warning("finish_failed", error=str(exc), rows=len(unwritten))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         for submitted in batch:

@@ -172,16 +172,23 @@ class StageQueue:
         count: int = await self._pool.fetchval(self._sql["count_held"], list(owners))
         return count
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> dict[str, Outcome]:
+    async def finish(
+        self, outcomes: Sequence[Outcome], recorded: dict[str, Outcome] | None = None
+    ) -> dict[str, Outcome]:
         """Write a batch of outcomes, one statement per kind; returns what was recorded for each
         media_id written (a row whose lease was lost is not written).
+
+        The statements are not one transaction. `recorded`, when given, is filled as each one
+        commits (and returned), so a caller whose batch broke off midway knows which outcomes
+        are written: sent again, they would find their rows no longer leased, as if lost.
 
         An outcome holding a value the database refuses (text it cannot store, a number out of
         range: see REFUSED) must not keep the others from being recorded, nor be retried for
         ever: its kind's statement is sent again one outcome at a time, and each one refused is
         recorded failed `result_unrecordable` instead, saying what the database refused.
         """
-        recorded: dict[str, Outcome] = {}
+        if recorded is None:
+            recorded = {}
         kinds: dict[type, list[Outcome]] = {}
         for outcome in outcomes:
             if not isinstance(outcome, Released):
@@ -189,11 +196,11 @@ class StageQueue:
         refused: list[Failed] = []
         for kind, group in kinds.items():
             written, turned_down = await self._write_apart(kind, group)
-            recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
+            recorded.update({o.row.media_id: o for o in group if o.row.media_id in written})
             refused += [_unrecordable(o, exc) for o, exc in turned_down]
         if refused:
             written, still = await self._write_apart(Failed, refused)
-            recorded |= {o.row.media_id: o for o in refused if o.row.media_id in written}
+            recorded.update({o.row.media_id: o for o in refused if o.row.media_id in written})
             for outcome, exc in still:
                 # Not even its failure can be written: the row stays leased until the lease
                 # lapses, and the attempts it then spends bound how often this repeats.
@@ -203,7 +210,7 @@ class StageQueue:
         for reason in sorted({o.reason for o in releases}):
             group = [o for o in releases if o.reason == reason]
             written = await self.release([o.row for o in group], reason)
-            recorded |= {o.row.media_id: o for o in group if o.row.media_id in written}
+            recorded.update({o.row.media_id: o for o in group if o.row.media_id in written})
         return recorded
 
     async def _write_apart(

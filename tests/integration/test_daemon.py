@@ -8,11 +8,16 @@ from typing import Any
 
 import asyncpg
 
-from mediad import errors
-from mediad.stage import Result, Row
+from mediad import errors, stages
+from mediad.pool import StagePool
+from mediad.queue import StageQueue
+from mediad.retry import Backoff
+from mediad.stage import Result, Row, Stage
 from tests.support import (
+    captured_log,
     event_names,
     insert_rows,
+    make_config,
     row,
     run_once,
     running_daemon,
@@ -319,3 +324,60 @@ async def test_a_poison_row_is_failed_without_being_processed(
     assert seen == [healthy]
     r = await row(pool, poisoned)
     assert (r["download_status"], r["error_code"]) == ("failed", "worker_lost")
+
+
+async def test_a_batch_whose_write_broke_off_midway_is_finished_without_losing_a_row(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A batch of completions and failures is written one statement per kind. When the second
+    statement meets a transient database error, the pool sends again only what is not written:
+    every row is recorded once, and none of the completed ones counts as a lost lease."""
+    completed = await insert_rows(pool, 4, url="https://cdn.example/good-{i}.jpg")
+    failed = await insert_rows(pool, 3, url="https://cdn.example/gone-{i}.jpg")
+    # The first row a statement fails, once: a sequence, which the failed statement's rollback
+    # does not undo. Completions are claimed (older rows first) and written first.
+    await pool.execute("""
+        CREATE SEQUENCE failures_injected;
+        CREATE FUNCTION fail_one_failure_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.download_status = 'failed' AND nextval('failures_injected') = 1 THEN
+                RAISE EXCEPTION 'injected' USING ERRCODE = 'serialization_failure';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER fail_one_failure_once BEFORE UPDATE ON post_media
+            FOR EACH ROW EXECUTE FUNCTION fail_one_failure_once();
+    """)  # fmt: skip
+
+    async def process(r: Row) -> Result:
+        if "/gone-" in (r.media_url or ""):
+            raise errors.PermanentError("HTTP 404", error_code="http_404")
+        return Result(details={"noop": True})
+
+    config = make_config()
+    stop = asyncio.Event()
+    with captured_log() as out:
+        stage = Stage.configured(stages.DOWNLOAD, process, config)
+        queue = StageQueue(pool, stage, "w1", 60.0, disabled=stages.disabled(config))
+        stage_pool = StagePool(
+            stage, queue, backoff=Backoff(1, 2), claim_batch=10, poll_interval=3600
+        )
+        running = asyncio.create_task(stage_pool.run(stop, grace=5))
+        await asyncio.wait_for(stage_pool.idle.wait(), timeout=20)
+        stop.set()
+        await asyncio.wait_for(running, timeout=20)
+
+    # The failure was injected, after the completions were written.
+    assert await pool.fetchval("SELECT last_value FROM failures_injected") > 1
+    assert "finish_failed" in out.getvalue()
+    assert (stage_pool.stats.completed, stage_pool.stats.failed) == (4, 3)
+    assert stage_pool.stats.lost == 0
+    assert "result_discarded_lease_lost" not in out.getvalue()
+    for media_id in completed:
+        r = await row(pool, media_id)
+        assert r["download_status"] == "completed"
+        assert event_names(r["ai_analysis_log"]).count("media_downloaded") == 1
+    for media_id in failed:
+        r = await row(pool, media_id)
+        assert (r["download_status"], r["error_code"]) == ("failed", "http_404")
+        assert event_names(r["ai_analysis_log"]).count("download_failed") == 1
