@@ -50,6 +50,8 @@ WEBP_METHOD = 4  # libwebp's default effort, as Pillow and libvips both use it
 POSTER_AT = 0.1
 # libvips' formats it reads without holding the whole picture (non-interlaced PNG, TIFF).
 _STREAMED = frozenset({"image/png", "image/apng", "image/tiff"})
+_STREAMED_ROWS_HELD = 2048
+_STREAMED_BUFFERS = 20 * 1024 * 1024
 # What a video's decode takes besides its frame (FFmpeg's buffers, a few frames in flight).
 VIDEO_DECODE_BYTES = 64 * 1024 * 1024
 
@@ -107,7 +109,12 @@ def decode_cost(header: Mapping[str, Any], mime_type: str, longest: int) -> int:
         coefficients = width * height * bands * 2 if header.get("progressive") else 0
         return decoded * 2 + outputs + coefficients
     if mime_type in _STREAMED and not header.get("interlaced"):
-        return outputs * 2
+        # libvips reads it row by row, but holds many of its rows while it shrinks them (one
+        # thread: _vips), up to about 2048, besides buffers of its own: measured 23 MB for a
+        # 2000x300 RGBA PNG, 35 MB for a 3000x13000 one and 114 MB for a 13000x3000 one, where
+        # the outputs alone were priced at 9, 14 and 14 MB (tests/unit/test_derive_cost.py).
+        rows = width * min(height, _STREAMED_ROWS_HELD) * bands
+        return outputs * 2 + rows + _STREAMED_BUFFERS
     # Held whole by its decoder: an interlaced PNG, a GIF frame, a BMP; 16-bit at most.
     return width * height * max(bands, 4) * 2 + outputs
 
