@@ -112,8 +112,9 @@ def decode_cost(header: Mapping[str, Any], mime_type: str, longest: int) -> int:
         # libvips reads it row by row, but holds many of its rows while it shrinks them (one
         # thread: _vips), up to about 2048, besides buffers of its own: measured 23 MB for a
         # 2000x300 RGBA PNG, 35 MB for a 3000x13000 one and 114 MB for a 13000x3000 one, where
-        # the outputs alone were priced at 9, 14 and 14 MB (tests/unit/test_derive_cost.py).
-        rows = width * min(height, _STREAMED_ROWS_HELD) * bands
+        # the outputs alone were priced at 9, 14 and 14 MB (tests/unit/test_derive_cost.py);
+        # those were 8-bit, a 16-bit one holds twice the bytes.
+        rows = width * min(height, _STREAMED_ROWS_HELD) * bands * 2
         return outputs * 2 + rows + _STREAMED_BUFFERS
     # Held whole by its decoder: an interlaced PNG, a GIF frame, a BMP; 16-bit at most.
     return width * height * max(bands, 4) * 2 + outputs
