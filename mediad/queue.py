@@ -90,6 +90,11 @@ _COLUMNS: dict[type, tuple[Callable[[Any], Any], ...]] = {
 }
 
 
+def _record(recorded: dict[str, Outcome], group: Sequence[Outcome], written: set[str]) -> None:
+    """Note, of `group`, the outcomes whose rows a statement wrote (`written`, media_ids)."""
+    recorded.update({o.row.media_id: o for o in group if o.row.media_id in written})
+
+
 def _unrecordable(outcome: Any, exc: Exception) -> Failed:
     """What a row records instead of an outcome the database refused."""
     what = type(outcome).__name__.lower()
@@ -179,7 +184,7 @@ class StageQueue:
         media_id written (a row whose lease was lost is not written).
 
         The statements are not one transaction. `recorded`, when given, is filled as each one
-        commits (and returned), so a caller whose batch broke off midway knows which outcomes
+        returns (and returned), so a caller whose batch broke off midway knows which outcomes
         are written: sent again, they would find their rows no longer leased, as if lost.
 
         An outcome holding a value the database refuses (text it cannot store, a number out of
@@ -195,13 +200,10 @@ class StageQueue:
                 kinds.setdefault(type(outcome), []).append(outcome)
         refused: list[Failed] = []
         for kind, group in kinds.items():
-            written, turned_down = await self._write_apart(kind, group)
-            recorded.update({o.row.media_id: o for o in group if o.row.media_id in written})
+            turned_down = await self._write_apart(kind, group, recorded)
             refused += [_unrecordable(o, exc) for o, exc in turned_down]
         if refused:
-            written, still = await self._write_apart(Failed, refused)
-            recorded.update({o.row.media_id: o for o in refused if o.row.media_id in written})
-            for outcome, exc in still:
+            for outcome, exc in await self._write_apart(Failed, refused, recorded):
                 # Not even its failure can be written: the row stays leased until the lease
                 # lapses, and the attempts it then spends bound how often this repeats.
                 log.error("row_unrecordable", media_id=outcome.row.media_id,
@@ -209,29 +211,29 @@ class StageQueue:
         releases = [o for o in outcomes if isinstance(o, Released)]
         for reason in sorted({o.reason for o in releases}):
             group = [o for o in releases if o.reason == reason]
-            written = await self.release([o.row for o in group], reason)
-            recorded.update({o.row.media_id: o for o in group if o.row.media_id in written})
+            _record(recorded, group, await self.release([o.row for o in group], reason))
         return recorded
 
     async def _write_apart(
-        self, kind: type, group: Sequence[Any]
-    ) -> tuple[set[str], list[tuple[Any, Exception]]]:
+        self, kind: type, group: Sequence[Any], recorded: dict[str, Outcome]
+    ) -> list[tuple[Any, Exception]]:
         """Write the group (all of `kind`) in one statement; if the database refuses a value in
-        it, each outcome alone: the media_ids written, and the outcomes refused with why."""
+        it, each outcome alone. What each statement wrote goes into `recorded` as it returns;
+        the outcomes refused are returned with why."""
         write = functools.partial(self._write_kind, kind)
         try:
-            return await write(group), []
+            _record(recorded, group, await write(group))
+            return []
         except REFUSED as exc:
             if len(group) == 1:
-                return set(), [(group[0], exc)]
-        written: set[str] = set()
+                return [(group[0], exc)]
         turned_down: list[tuple[Any, Exception]] = []
         for outcome in group:
             try:
-                written |= await write([outcome])
+                _record(recorded, [outcome], await write([outcome]))
             except REFUSED as exc:
                 turned_down.append((outcome, exc))
-        return written, turned_down
+        return turned_down
 
     async def _write_kind(self, kind: type, group: Sequence[Any]) -> set[str]:
         """The statement of `kind` for every outcome of the group."""
