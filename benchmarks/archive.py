@@ -1,7 +1,7 @@
 """Archive throughput: mediad's archive stage against s5cmd and the AWS CLI, on one SeaweedFS.
 
     .venv/bin/python benchmarks/archive.py [--small 2000] [--large-mb 2048] [--concurrency 128]
-        [--rounds 1]
+        [--rounds 1] [--processes 1] [--mediad-command CMD]
 
 One embedded PostgreSQL and one SeaweedFS (`weed mini`, auth on) in a temporary directory, both
 on 127.0.0.1. The files: `--small` files of 50-300 kB and one `--large-mb` file, random bytes
@@ -21,6 +21,11 @@ files N times, s5cmd and mediad back to back each round (fresh rows, fresh prefi
 reports each round's ratio with the load average when it began, then the best and the median.
 The `cpu ms/file` column (the tool's own CPU, user + system, start-up included) moves much less
 with the load than files/s do.
+
+mediad runs as one process by default (`--processes`, its daemon.processes): on 2 cores, 2
+processes archived the small files 20% slower than 1 (293-341 against 240-259 files/s, 6 rounds
+alternating), each paying its own start-up and its share of the CPU SeaweedFS needs. With more
+than one, mediad's CPU and peak RSS are its whole process tree's.
 
 Times are wall clock from process start to exit, so every tool pays its own start-up (mediad's
 is about a second of imports and connecting); the archive stage's own time, from its first claim
@@ -45,6 +50,7 @@ import argparse
 import asyncio
 import math
 import os
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -102,6 +108,18 @@ async def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="s5cmd and mediad runs on the small files"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="mediad's daemon.processes: worker processes (1, the default; 0: one per core)",
+    )
+    parser.add_argument(
+        "--mediad-command",
+        type=shlex.split,
+        metavar="CMD",
+        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
+    )
     args = parser.parse_args(argv)
     report.quiet_logging()
     print(f"archive benchmark on {report.machine()}")
@@ -146,8 +164,8 @@ async def bench(args: argparse.Namespace, tmp: Path, server: SeaweedFS, pg: post
         load = os.getloadavg()[0]
         s5 = tool_run(account, server, "s5cmd cp", s5cmd(server, f"{flat}/*", f"s3://media/s5-{r}/"),
                       n, small_bytes)  # fmt: skip
-        env = mediad_env(url, server, store.root, tmp / "state", args.concurrency, f"mediad-{r}")
-        mine = await mediad_run(account, url, env, small, r * n,
+        env = mediad_env(args, url, server, store.root, tmp / "state", f"mediad-{r}")
+        mine = await mediad_run(args, account, url, env, small, r * n,
                                 f"concurrency {args.concurrency}")  # fmt: skip
         rounds.append((load, s5, mine))
         small_runs += [s5, mine]
@@ -156,11 +174,11 @@ async def bench(args: argparse.Namespace, tmp: Path, server: SeaweedFS, pg: post
                  small_bytes)
     )  # fmt: skip
     first = args.rounds * n
-    env = mediad_env(url, server, store.root, tmp / "state", args.concurrency)
+    env = mediad_env(args, url, server, store.root, tmp / "state")
     large_runs = [
         tool_run(account, server, "s5cmd cp", s5cmd(server, big, "s3://media/s5/large"), 1,
                  large.size),
-        await mediad_run(account, url, env, [large], first, "8MiB parts x 4"),
+        await mediad_run(args, account, url, env, [large], first, "8MiB parts x 4"),
         tool_run(account, server, "aws s3 cp", aws(server, big, "s3://media/aws/large", False), 1,
                  large.size),
     ]  # fmt: skip
@@ -201,7 +219,7 @@ async def bench(args: argparse.Namespace, tmp: Path, server: SeaweedFS, pg: post
 
 
 def run_measured(
-    account: measure.CpuAccount, command: Sequence[str], env: Mapping[str, str]
+    account: measure.CpuAccount, command: Sequence[str], env: Mapping[str, str], tree: bool = False
 ) -> tuple[measure.ChildRun, measure.CpuSplit, str]:
     """Run a command to its end (killed after RUN_TIMEOUT): its measures, SeaweedFS's CPU
     meanwhile, and the tail of its stderr."""
@@ -215,6 +233,7 @@ def run_measured(
                 stderr=err,
                 sample_interval=0.02,
                 timeout=RUN_TIMEOUT,
+                tree=tree,
             )
         err.seek(0)
         tail = err.read()[-2000:].decode(errors="replace")
@@ -241,7 +260,12 @@ async def check_rows(url: str, post_ids: list[str]) -> asyncpg.Record:
 
 
 def mediad_env(
-    url: str, server: SeaweedFS, root: Path, state: Path, concurrency: int, prefix: str = "mediad"
+    args: argparse.Namespace,
+    url: str,
+    server: SeaweedFS,
+    root: Path,
+    state: Path,
+    prefix: str = "mediad",
 ) -> dict[str, str]:
     return programs.clean_environment(
         server.env()
@@ -254,13 +278,15 @@ def mediad_env(
             "MEDIAD_ARCHIVE_ENDPOINT_URL": server.endpoint,
             "MEDIAD_ARCHIVE_ADDRESSING_STYLE": "path",
             "MEDIAD_ARCHIVE_KEY_TEMPLATE": prefix + "/{sha256[:2]}/{sha256}.{ext}",
-            "MEDIAD_ARCHIVE_CONCURRENCY": str(concurrency),
+            "MEDIAD_ARCHIVE_CONCURRENCY": str(args.concurrency),
+            "MEDIAD_DAEMON_PROCESSES": str(args.processes),
             "MEDIAD_LOG_LEVEL": "warning",
         }
     )
 
 
 async def mediad_run(
+    args: argparse.Namespace,
     account: measure.CpuAccount,
     url: str,
     env: dict[str, str],
@@ -269,8 +295,9 @@ async def mediad_run(
     label: str,
 ) -> Run:
     await insert_rows(url, files, start)
-    command = [*programs.mediad_command(), "run", "--once"]
-    child, split, stderr = await asyncio.to_thread(run_measured, account, command, env)
+    command = [*(args.mediad_command or programs.mediad_command()), "run", "--once"]
+    # tree: with several processes, the workers' CPU and memory are mediad's too.
+    child, split, stderr = await asyncio.to_thread(run_measured, account, command, env, True)
     mine = await check_rows(url, [f"bench-{n}" for n in range(start, start + len(files))])
     ok = child.returncode == 0 and mine["completed"] == mine["verified"] == len(files)
     stage = (mine["last_record"] - mine["first_claim"]).total_seconds() if ok else math.nan
