@@ -377,7 +377,8 @@ class DaemonConfig:
 
 @dataclass(frozen=True)
 class MediaConfig:
-    # Decoder worker processes (Pillow, PyAV, OCR); 0: one per core.
+    # Decoder worker processes (Pillow, PyAV, OCR), the host's; 0: one per core. Left unset, it
+    # is 2, or one per worker process where daemon.processes is more (see load).
     workers: int = _key(2, _parse_non_negative_int)
     # The address-space limit (RLIMIT_AS) of each worker.
     worker_memory: int = _key("1GiB", parse_size)
@@ -542,8 +543,26 @@ def load(
         for name in sections:
             notices += _retired_notices(name, data.get(name, {}), env)
     config = Config(**built)
+    if not _given("media", "workers", data, env):
+        config = _decoders_for_every_process(config)
     _check(config)
     return config
+
+
+def _given(section: str, key: str, data: Mapping[str, Any], env: Mapping[str, str]) -> bool:
+    """Whether the config file or the environment sets `section.key`."""
+    return key in data.get(section, {}) or f"MEDIAD_{section.upper()}_{key.upper()}" in env
+
+
+def _decoders_for_every_process(config: Config) -> Config:
+    """`config` with media.workers raised to daemon.processes' count where that is more: each
+    worker process probes in a decoder of its own, and the default of 2 (a small host's) would
+    otherwise make `processes = 0` (one per core) a config error on any host of 3 cores or more.
+    A media.workers that is set is kept, and checked."""
+    processes = config.daemon.process_count
+    if processes <= config.media.worker_count:
+        return config
+    return dataclasses.replace(config, media=dataclasses.replace(config.media, workers=processes))
 
 
 def _check(config: Config) -> None:
@@ -585,7 +604,7 @@ def _check(config: Config) -> None:
         raise errors.ConfigError(
             f"media.workers: {config.media.worker_count} decoder workers cannot serve"
             f" daemon.processes = {processes} worker processes (each needs one); raise"
-            " media.workers, or set it to 0 (one per core)"
+            " media.workers, set it to 0 (one per core), or leave it unset (one per process)"
         )
     for declaration in stages.ALL:
         if declaration.implementation is None and declaration.enabled(config):

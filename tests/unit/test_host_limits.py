@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from mediad import errors, shares
+from mediad import config, errors, shares
 from mediad.net.breaker import HostBreaker
 from mediad.net.hostgate import GateClient, GateServer
 from tests.support import make_config
@@ -46,6 +47,23 @@ def test_more_processes_than_any_stage_can_use_are_not_started() -> None:
 def test_fewer_decoders_than_processes_is_a_config_error() -> None:
     with pytest.raises(errors.ConfigError, match=r"media\.workers"):
         make_config(daemon_processes="3", media_workers="2")
+
+
+def test_unset_decoder_workers_follow_the_process_count(tmp_path: Path) -> None:
+    # One process per core on a host of more cores than the default of 2 decoders: every
+    # process still gets a decoder of its own, as with three processes named outright.
+    cores = len(os.sched_getaffinity(0))
+    for processes, expected in (("0", max(2, cores)), ("3", 3), ("1", 2)):
+        cfg = make_config(daemon_processes=processes)
+        assert cfg.media.worker_count == expected
+        count = cfg.daemon.process_count
+        assert all(shares.for_process(cfg, i, count).media.worker_count >= 1
+                   for i in range(count))  # fmt: skip
+    # Set in the config file rather than the environment, it is kept and checked all the same.
+    path = tmp_path / "config.toml"
+    path.write_text("[media]\nworkers = 2\n")
+    with pytest.raises(errors.ConfigError, match=r"media\.workers: 2 decoder workers"):
+        config.load(path, env={"MEDIAD_DAEMON_PROCESSES": "3"})
 
 
 @contextlib.asynccontextmanager
