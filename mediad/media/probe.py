@@ -9,6 +9,7 @@ or raises an errors.MediaError. Everything here is synchronous and CPU- or disk-
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,10 @@ from mediad.media import audio_video, containers, documents, images, sniff
 from mediad.media.info import MediaInfo
 
 __all__ = ["MediaInfo", "probe_file", "probe_task"]
+
+# Images up to this size are read into memory to be probed; larger ones are read from the file
+# (and mapped for their structure walk), so a probe never holds more than this of the file.
+READ_WHOLE = 16 * 1024**2
 
 
 def probe_file(
@@ -33,13 +38,18 @@ def probe_file(
     file's whole content in memory, is read instead of the file where a decoder allows it
     (images): the same bytes, without a system call per read.
     """
+    claimed = f" (declared as {declared_type[:100]!r})" if declared_type else ""
     if data is None:
         with path.open("rb") as file:
             head = file.read(sniff.HEAD_BYTES)
+            mime = sniff.media_type(head, claimed=claimed)
+            if mime in images.FORMATS and os.fstat(file.fileno()).st_size <= READ_WHOLE:
+                # A photo is read whole, in one call: Pillow's header reads and the structure
+                # walk then cost no system call or page fault each (0.15 ms of a JPEG's 0.5).
+                data = head + file.read()
     else:
         head = data[: sniff.HEAD_BYTES]
-    claimed = f" (declared as {declared_type[:100]!r})" if declared_type else ""
-    mime = sniff.media_type(head, claimed=claimed)
+        mime = sniff.media_type(head, claimed=claimed)
     if mime in images.FORMATS:
         return images.probe(path, images.FORMATS[mime], max_image_pixels, data)
     if mime in containers.FAMILIES:

@@ -445,23 +445,39 @@ def test_half_a_jpeg_is_corrupt(write: Callable[[bytes], Path]) -> None:
     assert "JPEG" in str(error)
 
 
-@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "from-file"])
+@pytest.mark.parametrize("source", ["in-memory", "read-whole", "mapped"])
 def test_a_jpeg_with_a_zeroed_tail_is_corrupt(
-    write: Callable[[bytes], Path], in_memory: bool
+    write: Callable[[bytes], Path], source: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last third of the body never arrived and reads as zeros: libjpeg would decode it
-    (grey at the bottom); the structure walk finds no end of image. A body too big to be kept in
-    memory is probed from its file."""
+    (grey at the bottom); the structure walk finds no end of image. A body the caller still
+    holds is probed in memory, a photo's file is read whole, and a file over READ_WHOLE is
+    mapped: each way finds the damage."""
     data = bytearray(media.jpeg_with_exif(256, 192))
     third = len(data) // 3
     data[-third:] = bytes(third)
     body = bytes(data)
+    if source == "mapped":
+        monkeypatch.setattr(probe, "READ_WHOLE", len(body) - 1)
 
     with pytest.raises(errors.CorruptMediaError) as caught:
-        probe.probe_file(write(body), data=body if in_memory else None)
+        probe.probe_file(write(body), data=body if source == "in-memory" else None)
 
     assert "JPEG image is damaged: it ends at byte" in str(caught.value)
     assert caught.value.error_code == "corrupt_media"
+
+
+@pytest.mark.parametrize("make", [media.jpeg_with_exif, media.png, media.animated_gif])
+def test_an_image_over_read_whole_is_probed_from_its_file_alike(
+    write: Callable[[bytes], Path], make: Callable[[], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A picture too big to be read whole (mapped for its walk, read by Pillow from the file)
+    gives the same answer as one read whole: its size, type and every metadata field."""
+    path = write(make())
+    whole = probe.probe_file(path)
+    monkeypatch.setattr(probe, "READ_WHOLE", path.stat().st_size - 1)
+
+    assert probe.probe_file(path) == whole
 
 
 def test_png_signature_then_random_bytes_is_corrupt(write: Callable[[bytes], Path]) -> None:
