@@ -59,6 +59,9 @@ def test_unset_decoder_workers_follow_the_process_count(tmp_path: Path) -> None:
         count = cfg.daemon.process_count
         assert all(shares.for_process(cfg, i, count).media.worker_count >= 1
                    for i in range(count))  # fmt: skip
+    # The shipped config.toml leaves it unset, so raising processes there is enough.
+    shipped = Path(__file__).resolve().parents[2] / "config.toml"
+    assert config.load(shipped, env={"MEDIAD_DAEMON_PROCESSES": "3"}).media.worker_count == 3
     # Set in the config file rather than the environment, it is kept and checked all the same.
     path = tmp_path / "config.toml"
     path.write_text("[media]\nworkers = 2\n")
