@@ -296,8 +296,9 @@ async def mediad_run(
 ) -> Run:
     await insert_rows(url, files, start)
     command = [*(args.mediad_command or programs.mediad_command()), "run", "--once"]
-    # tree: with several processes, the workers' CPU and memory are mediad's too.
-    child, split, stderr = await asyncio.to_thread(run_measured, account, command, env, True)
+    # With several processes, the workers' CPU and memory are mediad's too.
+    several = args.processes != 1
+    child, split, stderr = await asyncio.to_thread(run_measured, account, command, env, several)
     mine = await check_rows(url, [f"bench-{n}" for n in range(start, start + len(files))])
     ok = child.returncode == 0 and mine["completed"] == mine["verified"] == len(files)
     stage = (mine["last_record"] - mine["first_claim"]).total_seconds() if ok else math.nan
@@ -311,7 +312,8 @@ async def mediad_run(
     )
     size = sum(f.size for f in files)
     return Run(f"mediad ({label})", len(files), size, child.seconds, ok,
-               note + stderr[-300:] * (not ok), busy_seconds=stage, peak_rss=child.peak_rss,
+               note + stderr[-300:] * (not ok), busy_seconds=stage,
+               peak_rss=child.tree_peak_rss if several else child.peak_rss,
                cpu_seconds=child.cpu_seconds, split=split)  # fmt: skip
 
 

@@ -20,7 +20,8 @@ from mediad.media.info import MediaInfo
 __all__ = ["MediaInfo", "probe_file", "probe_task"]
 
 # Images up to this size are read into memory to be probed; larger ones are read from the file
-# (and mapped for their structure walk), so a probe never holds more than this of the file.
+# as Pillow needs them, and mapped for their structure walk, so a probe's copy of a file never
+# takes more memory than this.
 READ_WHOLE = 16 * 1024**2
 
 
