@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import math
 import os
-import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -114,12 +113,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="mediad's daemon.processes: worker processes (1, the default; 0: one per core)",
     )
-    parser.add_argument(
-        "--mediad-command",
-        type=shlex.split,
-        metavar="CMD",
-        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
-    )
+    programs.add_mediad_command(parser)
     args = parser.parse_args(argv)
     report.quiet_logging()
     print(f"archive benchmark on {report.machine()}")

@@ -332,12 +332,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="DIR",
         help="run mediad under `py-spy record` (raw collapsed stacks into DIR); slows mediad",
     )
-    parser.add_argument(
-        "--mediad-command",
-        type=shlex.split,
-        metavar="CMD",
-        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
-    )
+    programs.add_mediad_command(parser)
     parser.add_argument(
         "--latency-ms",
         type=float,

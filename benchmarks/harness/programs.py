@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import compileall
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,16 @@ def require_all(
         lines = [f"  {name}: needed for {needed[name]}" for name in missing]
         raise SystemExit("missing programs:\n" + "\n".join(lines) + "\n" + how)
     return {name: path for name in needed if (path := find(name)) is not None}
+
+
+def add_mediad_command(parser: argparse.ArgumentParser) -> None:
+    """--mediad-command: another mediad to run (a build to compare, a wrapper), as words."""
+    parser.add_argument(
+        "--mediad-command",
+        type=shlex.split,
+        metavar="CMD",
+        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
+    )
 
 
 def mediad_command() -> list[str]:
