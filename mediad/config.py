@@ -483,10 +483,19 @@ def _retired_notices(
 ) -> list[str]:
     notices = []
     for (name, key), notice in RETIRED.items():
-        env_name = f"MEDIAD_{name.upper()}_{key.upper()}"
-        if name == section and (key in values or env_name in env):
+        if name == section and _given(section, key, values, env):
             notices.append(f"{name}.{key}: {notice}")
     return notices
+
+
+def _env_name(section: str, key: str) -> str:
+    """The environment variable that overrides `section.key`."""
+    return f"MEDIAD_{section.upper()}_{key.upper()}"
+
+
+def _given(section: str, key: str, values: Mapping[str, object], env: Mapping[str, str]) -> bool:
+    """Whether `section.key` is set: in the section's `values` from the file, or in `env`."""
+    return key in values or _env_name(section, key) in env
 
 
 def _build_section(
@@ -499,7 +508,7 @@ def _build_section(
     kwargs: dict[str, Any] = {}
     for key, fld in known.items():
         parse = fld.metadata["parse"]
-        env_name = f"MEDIAD_{name.upper()}_{key.upper()}"
+        env_name = _env_name(name, key)
         source: object
         if env_name in env:
             source, where = _env_value(env[env_name], parse), env_name
@@ -543,15 +552,10 @@ def load(
         for name in sections:
             notices += _retired_notices(name, data.get(name, {}), env)
     config = Config(**built)
-    if not _given("media", "workers", data, env):
+    if not _given("media", "workers", data.get("media", {}), env):
         config = _decoders_for_every_process(config)
     _check(config)
     return config
-
-
-def _given(section: str, key: str, data: Mapping[str, Any], env: Mapping[str, str]) -> bool:
-    """Whether the config file or the environment sets `section.key`."""
-    return key in data.get(section, {}) or f"MEDIAD_{section.upper()}_{key.upper()}" in env
 
 
 def _decoders_for_every_process(config: Config) -> Config:
