@@ -9,7 +9,7 @@ of 50-300 kB, `--concurrency` requests at once, each file under a fresh key ever
 
 The variants, each its own client, all open at once and warmed up:
 - PUT (If-None-Match, Content-MD5, SHA-256, our metadata) by mediad's own signed aiohttp request
-  (`S3.put_bytes`, storage/s3put.py); by aioboto3's `put_object` with every botocore shortcut
+  (`S3.put_bytes`, storage/s3put.py); by aiobotocore's `put_object` with every botocore shortcut
   (what `S3.put_bytes` did before); and by obstore (the Rust object_store) where it is installed
   (the bench extra), which computes and sends the SHA-256 itself and answers only the ETag.
 - HEAD (`S3.check`, judged) with every shortcut of `mediad.storage.s3shortcuts.ALL`, none, and
@@ -56,7 +56,7 @@ from tests.s3server import SeaweedFS
 SMALL_MIN, SMALL_MAX = 50_000, 300_000
 WARM_UP = 20
 OWN_PUT = "PUT: mediad (signed aiohttp request)"
-BOTOCORE_PUT = "PUT: aioboto3 put_object, all shortcuts"
+BOTOCORE_PUT = "PUT: aiobotocore put_object, all shortcuts"
 OBSTORE_PUT = "PUT: obstore"
 ALL_SHORTCUTS = "HEAD: all shortcuts"
 

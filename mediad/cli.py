@@ -27,7 +27,7 @@ from mediad.commands import duplicates, importer, progress, status, watch
 from mediad.stage import Result, Row
 from mediad.storage.local import Store
 
-# The archive's modules bring aioboto3 and botocore, about 0.3 s to import, and the daemon
+# The archive's modules bring aiobotocore and botocore, about 0.3 s to import, and the daemon
 # (with the derive commands, which reach the archive) the stages, aiohttp and the decoders:
 # the commands that need them import them, and every other command starts sooner (a backfill
 # of `mediad import` in many small runs pays start-up each time).

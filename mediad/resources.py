@@ -118,7 +118,7 @@ class Resources:
         return await self._once("host_limits", lambda: self._enter(GateClient.connected(gate)))
 
     async def s3(self) -> s3.S3:
-        """The one S3 client (archive.*); aioboto3 is imported only now (~0.3 s)."""
+        """The one S3 client (archive.*); aiobotocore is imported only now (~0.3 s)."""
         from mediad.storage import s3
 
         return await self._once("s3", lambda: self._enter(s3.open_client(self.config.archive)))

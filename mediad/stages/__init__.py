@@ -110,7 +110,7 @@ def named(name: str, registry: Sequence[Declaration] = ALL) -> Declaration:
 
 def opener(declaration: Declaration) -> Opener:
     """The function opening `declaration`'s stage, imported only now: a stage's libraries (the
-    archive's aioboto3, ~0.3 s) cost nothing while it is off."""
+    archive's aiobotocore, ~0.3 s) cost nothing while it is off."""
     if declaration.implementation is None:
         raise LookupError(f"this build has no {declaration.name} stage")
     module, _, function = declaration.implementation.partition(":")

@@ -5,7 +5,7 @@ botocore turns each request into model-driven serialising, signing, event hooks 
 for this request written out, and 0.56 ms for obstore (the Rust object_store), which also hides
 the answer's checksum header this proof needs (benchmarks/s3_requests.py measures the three side
 by side; medians of 5 rounds on 2 cores). HEAD, multipart uploads, GET and presigning stay on
-the aioboto3 client, whose configuration this path copies: the URL (endpoint, addressing style)
+the aiobotocore client, whose configuration this path copies: the URL (endpoint, addressing style)
 and the signing region are read off a request botocore prepared and never sent, the credentials
 come from the same chain.
 
