@@ -78,8 +78,8 @@ async def run(
 
 
 def http_endpoint() -> ModuleType:
-    """mediad/http/server.py, imported only where http.listen is set: its pages bring Jinja2
-    and its collectors (about 0.1 s of every start, which `run --once` pays)."""
+    """mediad/http/server.py, imported only where http.listen is set: aiohttp's server and the
+    collectors (about 0.1 s of every start, which `run --once` pays; Jinja2 waits for a page)."""
     from mediad.http import server
 
     return server

@@ -14,13 +14,13 @@ original whose query carries a signature is shown redacted and never used as an 
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-import jinja2
 from aiohttp import web
 
 from mediad import queries
@@ -31,18 +31,13 @@ from mediad.pool import DB_ERRORS
 from mediad.queries import Registry
 from mediad.resources import Resources
 
+if TYPE_CHECKING:
+    import jinja2
+
 RECENT = 48
 # A post with more media than this shows the first ones (no platform comes near it).
 POST_MEDIA_LIMIT = 500
 FAILURE_EXAMPLES = 3
-
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("mediad.http", "templates"),
-    autoescape=True,
-)
-_environment.filters["redact"] = platforms.redact_urls
-# A path segment: every reserved character escaped, "/" included (a post id may hold one).
-_environment.filters["quote"] = lambda value: urllib.parse.quote(str(value), safe="")
 
 
 def _pretty(value: Any) -> str:
@@ -50,12 +45,27 @@ def _pretty(value: Any) -> str:
     return platforms.redact_urls(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-_environment.filters["pretty"] = _pretty
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The templates' Jinja2 environment, made at the first page: Jinja2's import and the
+    environment cost every start ~30 ms, and the daemon serves /metrics far more often than a
+    page (a `run --once` usually none)."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("mediad.http", "templates"),
+        autoescape=True,
+    )
+    environment.filters["redact"] = platforms.redact_urls
+    # A path segment: every reserved character escaped, "/" included (a post id may hold one).
+    environment.filters["quote"] = lambda value: urllib.parse.quote(str(value), safe="")
+    environment.filters["pretty"] = _pretty
+    return environment
 
 
 def render(template: str, **values: Any) -> str:
     """One template of templates/, every value HTML-escaped."""
-    return _environment.get_template(template).render(**values)
+    return _environment().get_template(template).render(**values)
 
 
 def _analysis(text: str | None) -> Any:

@@ -29,3 +29,26 @@ def test_the_daemon_with_every_stage_loads_no_decoder_library_nor_the_dashboard_
         check=True,
     )
     assert json.loads(done.stdout) == []
+
+
+_IMPORT_THE_ENDPOINT_AND_RENDER_A_PAGE = """
+import json, sys
+from mediad import daemon
+daemon.http_endpoint()
+served = "jinja2" in sys.modules
+from mediad.http import pages
+page = pages.render("missing.html", what="medium", name="<b>x</b>")
+print(json.dumps([served, "jinja2" in sys.modules, "&lt;b&gt;x&lt;/b&gt;" in page]))
+"""
+
+
+def test_the_http_endpoint_loads_jinja2_only_for_its_first_page() -> None:
+    # http.listen is set by default: every start serves /metrics, few ever ask for a page.
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_THE_ENDPOINT_AND_RENDER_A_PAGE],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # Loaded at the first page, which is rendered as before: autoescaped.
+    assert json.loads(done.stdout) == [False, True, True]
