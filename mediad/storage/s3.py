@@ -14,6 +14,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -442,6 +443,18 @@ def _credential_resolver(session: aiobotocore.session.AioSession) -> AioCredenti
     )
 
 
+def needs_tls_context(endpoint_url: str) -> bool:
+    """Whether the client needs its verifying TLS context. aiobotocore builds one for its first
+    request whatever the endpoint's scheme, loading the whole CA bundle (~35 ms of every start);
+    a plain-http endpoint (a SeaweedFS or MinIO beside the host) never uses it, unless a proxy
+    stands between (whose own URL may be https). Without the context an https connection would
+    go unverified, so False only where no request of this client reaches an https URL: it
+    follows no redirect, and botocore's own retries stay on the endpoint."""
+    if urllib.parse.urlsplit(endpoint_url).scheme.lower() != "http":
+        return True
+    return s3put.env_proxy(endpoint_url) is not None
+
+
 @contextlib.asynccontextmanager
 async def open_client(
     config: ArchiveConfig, *, shortcuts: Collection[str] = s3shortcuts.ALL
@@ -479,6 +492,7 @@ async def open_client(
         "s3",
         region_name=config.region,
         endpoint_url=config.endpoint_url or None,
+        verify=needs_tls_context(config.endpoint_url),
         config=boto_config,
     ) as client:
         applied = s3shortcuts.apply(client, botocore_session, shortcuts)

@@ -154,11 +154,11 @@ def test_the_proxy_is_the_environments_read_once(monkeypatch: pytest.MonkeyPatch
     """$HTTPS_PROXY (or $HTTP_PROXY for http) is used unless $NO_PROXY exempts the host."""
     for name in ("https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    assert s3put._env_proxy("https://s3.example/media/") is None
+    assert s3put.env_proxy("https://s3.example/media/") is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("HTTP_PROXY", "http://plain-proxy.internal:3128")
-    assert s3put._env_proxy("https://s3.example/media/") == "http://proxy.internal:3128"
-    assert s3put._env_proxy("http://s3.example/media/") == "http://plain-proxy.internal:3128"
+    assert s3put.env_proxy("https://s3.example/media/") == "http://proxy.internal:3128"
+    assert s3put.env_proxy("http://s3.example/media/") == "http://plain-proxy.internal:3128"
     monkeypatch.setenv("NO_PROXY", "s3.example,localhost")
-    assert s3put._env_proxy("https://s3.example/media/") is None
-    assert s3put._env_proxy("https://other.example/media/") == "http://proxy.internal:3128"
+    assert s3put.env_proxy("https://s3.example/media/") is None
+    assert s3put.env_proxy("https://other.example/media/") == "http://proxy.internal:3128"

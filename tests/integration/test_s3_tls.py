@@ -1,0 +1,129 @@
+"""The archive's S3 client and TLS: an https endpoint's certificate is always verified; a plain
+http endpoint (a SeaweedFS beside the host) is spared the TLS context, which no request uses."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from mediad.storage import s3, s3errors
+from tests.archive_support import archive_config
+from tests.s3server import SeaweedFS
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
+
+
+def _self_signed(directory: Path) -> ssl.SSLContext:
+    """A server context for 127.0.0.1 with a certificate no CA signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.fixture
+async def untrusted_https(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
+    """An https server with a self-signed certificate that would answer any request 200; its
+    URL and the requests that reached it."""
+    reached: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        reached.append(f"{request.method} {request.path}")
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    await web.SockSite(runner, listening, ssl_context=_self_signed(tmp_path)).start()
+    try:
+        yield f"https://127.0.0.1:{port}", reached
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_https_endpoint_with_an_untrusted_certificate_is_refused(
+    untrusted_https: tuple[str, list[str]], s3_server: SeaweedFS, tmp_path: Path
+) -> None:
+    endpoint, reached = untrusted_https
+    cfg = archive_config(s3_server, tmp_path / "store", archive_endpoint_url=endpoint)
+    async with s3.open_client(cfg.archive) as client:
+        with pytest.raises(s3errors.S3Error, match=r"(?i)certificate"):
+            await client.check_bucket()
+    # Refused in the handshake: no request went over the unverified connection.
+    assert reached == []
+
+
+async def test_a_plain_http_endpoint_works_without_a_tls_context(
+    s3_server: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in _PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.upper(), raising=False)
+    cfg = archive_config(s3_server, tmp_path / "store")
+    assert cfg.archive.endpoint_url.startswith("http://")
+    assert not s3.needs_tls_context(cfg.archive.endpoint_url)
+    async with s3.open_client(cfg.archive) as client:
+        await client.check_bucket()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "proxy", "needed"),
+    [
+        ("", None, True),  # AWS itself
+        ("https://s3.example", None, True),
+        ("HTTPS://s3.example", None, True),
+        ("http://127.0.0.1:8333", None, False),
+        ("HTTP://seaweed.internal:8333", None, False),
+        # The proxy's own URL may be https: its certificate is verified as ever.
+        ("http://seaweed.internal:8333", "https://proxy.internal:3128", True),
+    ],
+)
+def test_only_a_plain_http_endpoint_without_a_proxy_needs_no_tls_context(
+    endpoint: str, proxy: str | None, needed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in _PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+        monkeypatch.delenv(variable.upper(), raising=False)
+    if proxy is not None:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    assert s3.needs_tls_context(endpoint) is needed
