@@ -57,16 +57,38 @@ def add_mediad_command(parser: argparse.ArgumentParser) -> None:
         "--mediad-command",
         type=shlex.split,
         metavar="CMD",
-        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: this venv's)",
+        help="the mediad to run, e.g. '/opt/mediad/.venv/bin/mediad' (default: MEDIAD_ALONE's)",
     )
 
 
+# This tree's mediad installed with its own dependencies alone (the Makefile's bench set-up makes
+# it). The benchmarks' environment also holds the peers' packages, and one changes mediad: rich
+# (pgqueuer's CLI brings it through typer), which structlog imports whenever it is there, costs
+# every mediad process, decoder workers included, about 65 ms of start that a user's install,
+# which has no rich, never pays.
+MEDIAD_ALONE = Path(__file__).resolve().parents[2] / ".venv" / "mediad-alone" / "bin" / "mediad"
+
+
 def mediad_command() -> list[str]:
-    """The mediad of this Python's environment (its console script, else `python -m mediad`),
-    its modules byte-compiled as an installed package's are."""
+    """The mediad to measure (`_mediad_script`), its modules byte-compiled as an installed
+    package's are."""
     compile_mediad()
+    return list(_mediad_script())
+
+
+@functools.cache
+def _mediad_script() -> tuple[str, ...]:
+    """MEDIAD_ALONE where it is installed, else this Python's environment's mediad (its console
+    script, else `python -m mediad`), saying so once."""
+    if MEDIAD_ALONE.exists():
+        return (str(MEDIAD_ALONE),)
+    print(
+        f"note: {MEDIAD_ALONE} is not installed (make .venv/.installed-bench makes it): mediad"
+        " runs from this environment, among the peers' packages",
+        file=sys.stderr,
+    )
     script = Path(sys.executable).parent / "mediad"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mediad"]
+    return (str(script),) if script.exists() else (sys.executable, "-m", "mediad")
 
 
 @functools.cache
