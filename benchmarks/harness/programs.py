@@ -64,7 +64,7 @@ def add_mediad_command(parser: argparse.ArgumentParser) -> None:
 # This tree's mediad installed with its own dependencies alone (the Makefile's bench set-up makes
 # it). The benchmarks' environment also holds the peers' packages, and one changes mediad: rich
 # (pgqueuer's CLI brings it through typer), which structlog imports whenever it is there, costs
-# every mediad process, decoder workers included, about 65 ms of start that a user's install,
+# every mediad process, decoder workers included, 40-65 ms of start that a user's install,
 # which has no rich, never pays.
 MEDIAD_ALONE = Path(__file__).resolve().parents[2] / ".venv" / "mediad-alone" / "bin" / "mediad"
 
