@@ -10,6 +10,7 @@ for seeing every request a client sends, whatever library sends it.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -67,9 +68,14 @@ def _passing(method: str, path: str) -> None:
 
 @contextlib.asynccontextmanager
 async def lying_s3(
-    upstream: S3Service, rewrite: Rewrite = _honest, refuse: Refuse = _passing
+    upstream: S3Service,
+    rewrite: Rewrite = _honest,
+    refuse: Refuse = _passing,
+    *,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[LyingS3]:
-    """The proxy on a free port of 127.0.0.1 for as long as the block runs."""
+    """The proxy on a free port of 127.0.0.1 for as long as the block runs; over https with
+    the server context `tls`."""
     session = aiohttp.ClientSession(auto_decompress=False)
     proxy = LyingS3(upstream, "")
 
@@ -100,8 +106,8 @@ async def lying_s3(
     app.router.add_route("*", "/{tail:.*}", forward)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    proxy.endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    proxy.endpoint = f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
     try:
         yield proxy
     finally:

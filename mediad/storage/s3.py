@@ -84,6 +84,7 @@ class S3:
         *,
         credentials: Callable[[], Awaitable[Any]],
         shortcuts: frozenset[str] = frozenset(),
+        ca_bundle: str | None = None,
     ) -> None:
         self.client = client
         self.config = config
@@ -95,6 +96,8 @@ class S3:
         # The credential chain's answer (botocore's credentials, or None when it has none), for
         # the PUT of a small file, which signs its own requests; opened on the first PUT.
         self._credentials = credentials
+        # The CA bundle botocore was told to verify https with, if any, for that PUT to trust too.
+        self._ca_bundle = ca_bundle
         self._direct: s3put.DirectPut | None = None
         self._direct_opening = asyncio.Lock()
 
@@ -111,7 +114,7 @@ class S3:
                 if credentials is None:
                     raise s3errors.translate(boto_errors.NoCredentialsError(), "PUT")
                 self._direct = await s3put.DirectPut.configured_like(
-                    self.client, credentials, self.config, METADATA_SHA256
+                    self.client, credentials, self.config, METADATA_SHA256, self._ca_bundle
                 )
             return self._direct
 
@@ -492,11 +495,19 @@ async def open_client(
         "s3",
         region_name=config.region,
         endpoint_url=config.endpoint_url or None,
-        verify=needs_tls_context(config.endpoint_url),
+        # None leaves the CA bundle to botocore ($AWS_CA_BUNDLE, the config file's ca_bundle, else
+        # its own); True would override a private CA given that way.
+        verify=None if needs_tls_context(config.endpoint_url) else False,
         config=boto_config,
     ) as client:
         applied = s3shortcuts.apply(client, botocore_session, shortcuts)
-        s3 = S3(client, config, shortcuts=applied, credentials=botocore_session.get_credentials)
+        s3 = S3(
+            client,
+            config,
+            shortcuts=applied,
+            credentials=botocore_session.get_credentials,
+            ca_bundle=botocore_session.get_config_variable("ca_bundle"),
+        )
         try:
             yield s3
         finally:

@@ -7,7 +7,7 @@ the answer's checksum header this proof needs (benchmarks/s3_requests.py measure
 by side; medians of 5 rounds on 2 cores). HEAD, multipart uploads, GET and presigning stay on
 the aiobotocore client, whose configuration this path copies: the URL (endpoint, addressing style)
 and the signing region are read off a request botocore prepared and never sent, the credentials
-come from the same chain.
+come from the same chain, and an https endpoint is verified against the same CA bundle.
 
 The request carries Content-MD5 and x-amz-checksum-sha256 (S3 refuses bytes that do not match
 them), If-None-Match when asked, our SHA-256 as user metadata, and the storage class and
@@ -20,6 +20,7 @@ import asyncio
 import base64
 import random
 import re
+import ssl
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from typing import Any
 
 import aiohttp
 import yarl
+from botocore.httpsession import get_cert_path
 
 from mediad import __version__
 from mediad.config import ArchiveConfig
@@ -76,10 +78,16 @@ class DirectPut:
 
     @classmethod
     async def configured_like(
-        cls, client: Any, credentials: Any, config: ArchiveConfig, metadata_key: str
+        cls,
+        client: Any,
+        credentials: Any,
+        config: ArchiveConfig,
+        metadata_key: str,
+        ca_bundle: str | None = None,
     ) -> DirectPut:
         """A DirectPut sending where `client` (aiobotocore's) would, signed with `credentials`
-        (botocore's, from the same chain); it owns its aiohttp session (close())."""
+        (botocore's, from the same chain) and trusting what it trusts (`ca_bundle`: the one
+        botocore was told of, if any); it owns its aiohttp session (close())."""
         base, region = await where_botocore_sends(client, config.bucket)
         frozen = await credentials.get_frozen_credentials()
         signer = sigv4.Signer(
@@ -89,6 +97,7 @@ class DirectPut:
             connector=aiohttp.TCPConnector(
                 limit=config.concurrency * config.upload_concurrency + 8,
                 ttl_dns_cache=300,
+                ssl=tls_like_botocore(base, ca_bundle),
             ),
             timeout=aiohttp.ClientTimeout(
                 sock_connect=config.connect_timeout, sock_read=config.read_timeout
@@ -145,6 +154,16 @@ class DirectPut:
                 raise error
             await asyncio.sleep(random.uniform(0, BACKOFF * 2**attempt))
         raise AssertionError("unreachable")
+
+
+def tls_like_botocore(base: str, ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """How to verify `base` as botocore's client does: against `ca_bundle` ($AWS_CA_BUNDLE or
+    the config file's ca_bundle) when one is named, else botocore's own bundle, so that a PUT
+    trusts exactly what the HEAD beside it trusts (a private CA included). Plain http: aiohttp's
+    default, which it never uses there."""
+    if urllib.parse.urlsplit(base).scheme.lower() != "https":
+        return True
+    return ssl.create_default_context(cafile=get_cert_path(ca_bundle or True))
 
 
 def env_proxy(base: str) -> str | None:

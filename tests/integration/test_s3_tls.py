@@ -1,5 +1,7 @@
-"""The archive's S3 client and TLS: an https endpoint's certificate is always verified; a plain
-http endpoint (a SeaweedFS beside the host) is spared the TLS context, which no request uses."""
+"""The archive's S3 client and TLS: an https endpoint's certificate is always verified, by
+botocore's requests and the small files' own PUTs alike, against the CA bundle botocore is told
+of ($AWS_CA_BUNDLE) or its own; a plain http endpoint (a SeaweedFS beside the host) is spared the
+TLS context, which no request uses."""
 
 from __future__ import annotations
 
@@ -17,15 +19,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mediad.stage import Row
+from mediad.stages import archive
 from mediad.storage import s3, s3errors
-from tests.archive_support import archive_config
+from tests import media
+from tests.archive_support import archive_config, store_bytes, store_of
+from tests.s3proxy import lying_s3
 from tests.s3server import SeaweedFS
 
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
 
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
-    """A server context for 127.0.0.1 with a certificate no CA signed."""
+    """A server context for 127.0.0.1 with a certificate no CA signed (kept in
+    `directory`/cert.pem, for a client told to trust it)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
@@ -59,8 +66,8 @@ def _self_signed(directory: Path) -> ssl.SSLContext:
 
 @pytest.fixture
 async def untrusted_https(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """An https server with a self-signed certificate that would answer any request 200; its
-    URL and the requests that reached it."""
+    """An https server with a self-signed certificate (tmp_path/cert.pem) that answers any
+    request 200; its URL and the requests that reached it."""
     reached: list[str] = []
 
     async def answer(request: web.Request) -> web.Response:
@@ -91,6 +98,42 @@ async def test_an_https_endpoint_with_an_untrusted_certificate_is_refused(
             await client.check_bucket()
     # Refused in the handshake: no request went over the unverified connection.
     assert reached == []
+
+
+async def test_a_private_ca_given_as_aws_ca_bundle_is_trusted(
+    untrusted_https: tuple[str, list[str]],
+    s3_server: SeaweedFS,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An https endpoint signed by the operator's own CA, named the way botocore reads it."""
+    endpoint, reached = untrusted_https
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "cert.pem"))
+    cfg = archive_config(s3_server, tmp_path / "store", archive_endpoint_url=endpoint)
+    async with s3.open_client(cfg.archive) as client:
+        await client.check_bucket()
+    assert reached == [f"HEAD /{cfg.archive.bucket}"]
+
+
+async def test_a_small_files_put_trusts_the_same_private_ca(
+    s3_server: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file's PUT is our own aiohttp request, not botocore's: it trusts the CA bundle
+    botocore was told of, so over https to a server signed by a private CA the file is uploaded
+    and proven by the PUT's answer, as over http."""
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "cert.pem"))
+    async with lying_s3(s3_server, tls=_self_signed(tmp_path)) as proxy:
+        assert proxy.endpoint.startswith("https://")
+        cfg = archive_config(proxy, tmp_path / "store")
+        store = store_of(cfg)
+        stored = store_bytes(store, media.jpeg(seed=3))
+        async with s3.open_client(cfg.archive) as client:
+            archiver = archive.Archiver(cfg.archive, client, store)
+            local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
+            key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
+            done, _ = await archiver.upload(local, key)
+    assert (done.outcome, done.verified_by) == ("uploaded", "put_response")
+    assert [r.method for r in proxy.requests] == ["PUT"]
 
 
 async def test_a_plain_http_endpoint_works_without_a_tls_context(
