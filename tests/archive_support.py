@@ -12,7 +12,9 @@ from typing import Any
 import asyncpg
 
 from mediad import config, daemon
+from mediad.stage import Row
 from mediad.stages import archive
+from mediad.storage import s3
 from mediad.storage.local import Store, StoredFile
 from tests.s3server import S3Endpoint
 from tests.support import make_config
@@ -104,6 +106,31 @@ async def downloaded_rows(
 async def run_archive(cfg: config.Config, url: str) -> None:
     """`mediad run --once` in-process with only the archive stage."""
     await daemon.run(cfg, once=True, url=url, openers={"archive": archive.open_stage})
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """What `upload_stored` did: the file, its key, and each upload's outcome in turn."""
+
+    stored: StoredFile
+    key: str
+    outcomes: list[archive.Archived]
+
+
+async def upload_stored(cfg: config.Config, data: bytes, times: int = 1) -> Uploads:
+    """Store `data` as a JPEG and upload it `times` times, by the archive stage's own upload of
+    one row's file, on a client of its own."""
+    store = store_of(cfg)
+    stored = store_bytes(store, data)
+    outcomes = []
+    async with s3.open_client(cfg.archive) as client:
+        archiver = archive.Archiver(cfg.archive, client, store)
+        local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
+        key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
+        for _ in range(times):
+            outcome, _gone = await archiver.upload(local, key)
+            outcomes.append(outcome)
+    return Uploads(stored, key, outcomes)
 
 
 def store_of(cfg: config.Config) -> Store:

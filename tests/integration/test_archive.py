@@ -30,6 +30,7 @@ from tests.archive_support import (
     run_archive,
     store_bytes,
     store_of,
+    upload_stored,
 )
 from tests.s3proxy import lying_s3
 from tests.s3server import S3Service, SeaweedFS
@@ -314,14 +315,8 @@ async def test_a_small_file_costs_one_put(any_s3: S3Service, tmp_path: Path) -> 
     what is there. Seen on the wire, by a proxy in front of the server."""
     async with lying_s3(any_s3) as proxy:
         cfg = archive_config(proxy, tmp_path / "store", archive_storage_class="STANDARD")
-        store = store_of(cfg)
-        stored = store_bytes(store, media.jpeg(seed=9))
-        async with s3.open_client(cfg.archive) as client:
-            archiver = archive.Archiver(cfg.archive, client, store)
-            local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
-            key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
-            first, _ = await archiver.upload(local, key)
-            again, _ = await archiver.upload(local, key)
+        uploads = await upload_stored(cfg, media.jpeg(seed=9), times=2)
+    stored, key, (first, again) = uploads.stored, uploads.key, uploads.outcomes
     sent = proxy.requests
     if any_s3.echoes_checksums:
         assert (first.outcome, first.verified_by) == ("uploaded", "put_response")

@@ -19,11 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mediad.stage import Row
-from mediad.stages import archive
 from mediad.storage import s3, s3errors
 from tests import media
-from tests.archive_support import archive_config, store_bytes, store_of
+from tests.archive_support import archive_config, upload_stored
 from tests.s3proxy import lying_s3
 from tests.s3server import SeaweedFS
 
@@ -124,14 +122,8 @@ async def test_a_small_files_put_trusts_the_same_private_ca(
     monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "cert.pem"))
     async with lying_s3(s3_server, tls=_self_signed(tmp_path)) as proxy:
         assert proxy.endpoint.startswith("https://")
-        cfg = archive_config(proxy, tmp_path / "store")
-        store = store_of(cfg)
-        stored = store_bytes(store, media.jpeg(seed=3))
-        async with s3.open_client(cfg.archive) as client:
-            archiver = archive.Archiver(cfg.archive, client, store)
-            local = archive.Local(stored.path, stored.sha256, stored.md5, stored.size, "jpg")
-            key = archiver.key_for(Row("med-1", 1, "https://x.example/1.jpg", "image"), local)
-            done, _ = await archiver.upload(local, key)
+        uploads = await upload_stored(archive_config(proxy, tmp_path / "store"), media.jpeg(seed=3))
+    [done] = uploads.outcomes
     assert (done.outcome, done.verified_by) == ("uploaded", "put_response")
     assert [r.method for r in proxy.requests] == ["PUT"]
 
