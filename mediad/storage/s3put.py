@@ -160,10 +160,17 @@ def tls_like_botocore(base: str, ca_bundle: str | None) -> ssl.SSLContext | bool
     """How to verify `base` as botocore's client does: against `ca_bundle` ($AWS_CA_BUNDLE or
     the config file's ca_bundle) when one is named, else botocore's own bundle, so that a PUT
     trusts exactly what the HEAD beside it trusts (a private CA included). Plain http: aiohttp's
-    default, which it never uses there."""
+    default, which it never uses there. A bundle that cannot be read is S3AccessError: the stage
+    pauses until an operator fixes it, as for any archive misconfiguration."""
     if urllib.parse.urlsplit(base).scheme.lower() != "https":
         return True
-    return ssl.create_default_context(cafile=get_cert_path(ca_bundle or True))
+    cafile = get_cert_path(ca_bundle or True)
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # ssl.SSLError is one: a file holding no certificate
+        raise s3errors.S3AccessError(
+            f"CA bundle {cafile} cannot be used: {exc}", error_code="s3_ca_bundle_unusable"
+        ) from exc
 
 
 def env_proxy(base: str) -> str | None:

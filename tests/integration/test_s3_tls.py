@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mediad.storage import s3, s3errors
+from mediad.storage import s3, s3errors, s3put
 from tests import media
 from tests.archive_support import archive_config, upload_stored
 from tests.s3proxy import lying_s3
@@ -162,3 +162,16 @@ def test_only_a_plain_http_endpoint_without_a_proxy_needs_no_tls_context(
     if proxy is not None:
         monkeypatch.setenv("HTTP_PROXY", proxy)
     assert s3.needs_tls_context(endpoint) is needed
+
+
+def test_a_ca_bundle_that_cannot_be_used_is_an_access_error(tmp_path: Path) -> None:
+    """A missing or empty bundle stops the PUTs as a misconfiguration, naming the file; plain
+    http never reads one."""
+    missing, empty = tmp_path / "missing.pem", tmp_path / "empty.pem"
+    empty.write_text("")
+    for bundle in (missing, empty):
+        with pytest.raises(s3errors.S3AccessError, match=str(bundle)) as raised:
+            s3put.tls_like_botocore("https://s3.example/media/", str(bundle))
+        assert raised.value.error_code == "s3_ca_bundle_unusable"
+    assert s3put.tls_like_botocore("http://127.0.0.1:8333/media/", str(missing)) is True
+    assert isinstance(s3put.tls_like_botocore("https://s3.example/media/", None), ssl.SSLContext)
