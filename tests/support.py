@@ -30,6 +30,13 @@ def make_config(**overrides: str) -> config.Config:
     return config.load(None, env=env)
 
 
+def clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable of this machine's environment, in either case, for this test."""
+    for name in ("https_proxy", "http_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
 def trivial_openers(process: Callable[[Row], Awaitable[Result]]) -> dict[str, Opener]:
     """Only a download stage, whose work is `process`, for testing the queue machinery alone."""
 

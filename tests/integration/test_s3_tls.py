@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import socket
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,8 +21,7 @@ from tests import media
 from tests.archive_support import archive_config, upload_stored
 from tests.s3proxy import lying_s3
 from tests.s3server import SeaweedFS
-
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
+from tests.support import clear_proxy_environment
 
 
 def _self_signed(directory: Path) -> ssl.SSLContext:
@@ -62,55 +58,28 @@ def _self_signed(directory: Path) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture
-async def untrusted_https(tmp_path: Path) -> AsyncIterator[tuple[str, list[str]]]:
-    """An https server with a self-signed certificate (tmp_path/cert.pem) that answers any
-    request 200; its URL and the requests that reached it."""
-    reached: list[str] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        reached.append(f"{request.method} {request.path}")
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    listening = socket.socket()
-    listening.bind(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    await web.SockSite(runner, listening, ssl_context=_self_signed(tmp_path)).start()
-    try:
-        yield f"https://127.0.0.1:{port}", reached
-    finally:
-        await runner.cleanup()
-
-
 async def test_an_https_endpoint_with_an_untrusted_certificate_is_refused(
-    untrusted_https: tuple[str, list[str]], s3_server: SeaweedFS, tmp_path: Path
+    s3_server: SeaweedFS, tmp_path: Path
 ) -> None:
-    endpoint, reached = untrusted_https
-    cfg = archive_config(s3_server, tmp_path / "store", archive_endpoint_url=endpoint)
-    async with s3.open_client(cfg.archive) as client:
-        with pytest.raises(s3errors.S3Error, match=r"(?i)certificate"):
-            await client.check_bucket()
+    async with lying_s3(s3_server, tls=_self_signed(tmp_path)) as proxy:
+        cfg = archive_config(proxy, tmp_path / "store")
+        async with s3.open_client(cfg.archive) as client:
+            with pytest.raises(s3errors.S3Error, match=r"(?i)certificate"):
+                await client.check_bucket()
     # Refused in the handshake: no request went over the unverified connection.
-    assert reached == []
+    assert proxy.requests == []
 
 
 async def test_a_private_ca_given_as_aws_ca_bundle_is_trusted(
-    untrusted_https: tuple[str, list[str]],
-    s3_server: SeaweedFS,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    s3_server: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An https endpoint signed by the operator's own CA, named the way botocore reads it."""
-    endpoint, reached = untrusted_https
     monkeypatch.setenv("AWS_CA_BUNDLE", str(tmp_path / "cert.pem"))
-    cfg = archive_config(s3_server, tmp_path / "store", archive_endpoint_url=endpoint)
-    async with s3.open_client(cfg.archive) as client:
-        await client.check_bucket()
-    assert reached == [f"HEAD /{cfg.archive.bucket}"]
+    async with lying_s3(s3_server, tls=_self_signed(tmp_path)) as proxy:
+        cfg = archive_config(proxy, tmp_path / "store")
+        async with s3.open_client(cfg.archive) as client:
+            await client.check_bucket()
+    assert proxy.methods == [("HEAD", f"/{proxy.bucket}")]
 
 
 async def test_a_small_files_put_trusts_the_same_private_ca(
@@ -131,9 +100,7 @@ async def test_a_small_files_put_trusts_the_same_private_ca(
 async def test_a_plain_http_endpoint_works_without_a_tls_context(
     s3_server: SeaweedFS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for variable in _PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-        monkeypatch.delenv(variable.upper(), raising=False)
+    clear_proxy_environment(monkeypatch)
     cfg = archive_config(s3_server, tmp_path / "store")
     assert cfg.archive.endpoint_url.startswith("http://")
     assert not s3.needs_tls_context(cfg.archive.endpoint_url)
@@ -156,9 +123,7 @@ async def test_a_plain_http_endpoint_works_without_a_tls_context(
 def test_only_a_plain_http_endpoint_without_a_proxy_needs_no_tls_context(
     endpoint: str, proxy: str | None, needed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for variable in _PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
-        monkeypatch.delenv(variable.upper(), raising=False)
+    clear_proxy_environment(monkeypatch)
     if proxy is not None:
         monkeypatch.setenv("HTTP_PROXY", proxy)
     assert s3.needs_tls_context(endpoint) is needed

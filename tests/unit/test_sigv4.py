@@ -15,6 +15,7 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import Credentials
 
 from mediad.storage import s3errors, s3put, sigv4
+from tests.support import clear_proxy_environment
 
 NOW = datetime(2026, 12, 2, 6, 30, 1, tzinfo=UTC)
 SHA256 = hashlib.sha256(b"bytes").hexdigest()
@@ -152,8 +153,7 @@ def test_error_answers_are_read_like_botocores(
 
 def test_the_proxy_is_the_environments_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """$HTTPS_PROXY (or $HTTP_PROXY for http) is used unless $NO_PROXY exempts the host."""
-    for name in ("https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    clear_proxy_environment(monkeypatch)
     assert s3put.env_proxy("https://s3.example/media/") is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("HTTP_PROXY", "http://plain-proxy.internal:3128")
