@@ -41,7 +41,7 @@ from PIL import Image
 
 from benchmarks.harness import report, targets
 from mediad.config import MediaConfig
-from mediad.media import decoders, probe
+from mediad.media import decoders, images, probe
 
 _TICK = os.sysconf("SC_CLK_TCK")
 TARGET_ROUND_TRIP_US = 250.0
@@ -66,7 +66,7 @@ TASKS["image_decode"] = decoders.TASKS["image_decode"]
 PROBES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("open_verify", open_verify),
     ("probe_file", probe_file),
-    ("image_decode", decoders.image_decode),
+    ("image_decode", images.decode_task),
 ]
 
 

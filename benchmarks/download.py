@@ -136,7 +136,7 @@ from mediad import config as mediad_config
 
 TARGET_VS_SEEDS = 3.0
 TARGET_VS_ARIA2 = 1.0
-TARGET_VS_CURL = 0.8
+TARGET_VS_CURL = 1.0
 TARGET_RSS_MB = 150.0
 # Decoders in worker processes must not make downloads slower than in the daemon's threads.
 TARGET_VS_IN_PROCESS = 0.95

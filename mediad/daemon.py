@@ -23,6 +23,7 @@ import structlog
 
 from mediad import counts, db, errors, health, migrate, progress_log, queries, stages, systemd
 from mediad.config import Config
+from mediad.http import access
 from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
 from mediad.queue import StageQueue
@@ -60,7 +61,7 @@ async def run(
     stop = stop or asyncio.Event()
     if config.http.listen is not None:
         # Before anything starts: a listen address that would expose the endpoint unprotected.
-        http_endpoint().check_access(config.http)
+        access.check_access(config.http)
     await migrate.migrate_url(url, registry)
     if config.daemon.process_count > 1:
         if openers is not None or registry is not stages.ALL:

@@ -2,6 +2,10 @@
 download HTTP session (behind the SSRF guard), the S3 client, the decoder worker processes,
 sessions for operator-configured services, and thread pools. Each is opened the first time
 something asks, and everything is closed, in reverse order, when the daemon stops.
+
+The libraries behind them (aiohttp, aiobotocore, the decoder pool's) are imported by the first
+to ask as well: the parent of several worker processes holds Resources for its database pool
+and store alone, and never pays for them.
 """
 
 from __future__ import annotations
@@ -13,19 +17,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
 import asyncpg
 import structlog
 
 from mediad import db, errors
 from mediad.config import Config, MediaConfig
-from mediad.media.decoders import DecoderPool
-from mediad.net import ssrf
 from mediad.net.hostgate import GateClient
 from mediad.net.hostlimits import HostLimits, LocalHostLimits
 from mediad.storage.local import Store
 
 if TYPE_CHECKING:
+    import aiohttp
+
+    from mediad.media.decoders import DecoderPool
     from mediad.storage import s3
 
 log = structlog.get_logger(__name__)
@@ -90,6 +94,10 @@ class Resources:
         return await self._once("http", lambda: self._enter(self._download_session()))
 
     def _download_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        from mediad.net import ssrf
+
         download = self.config.download
         try:
             allowed = ssrf.parse_networks(download.allowed_networks)
@@ -127,6 +135,8 @@ class Resources:
         """The worker processes decodes run in: hostile bytes never reach a decoder inside the
         daemon. `media` (media.*) serves every stage by default; a stage whose decoder needs
         other limits (the local analyser's OCR models) asks for a pool of its own by name."""
+        from mediad.media.decoders import DecoderPool
+
         settings = config or self.config.media
         # Its workers start with the first decode, not with the stage that may never decode.
         return await self._once(
@@ -136,6 +146,8 @@ class Resources:
     async def session(self, **options: Any) -> aiohttp.ClientSession:
         """A session of its own for a service the operator configured (an analysis API): not
         behind the SSRF guard, whose job is the internet's addresses, not the operator's."""
+        import aiohttp
+
         return await self._enter(aiohttp.ClientSession(**options))
 
     def executor(self, name: str, threads: int) -> concurrent.futures.ThreadPoolExecutor:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -28,42 +26,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mediad import db, errors, health
 from mediad.config import Config, HttpConfig
 from mediad.http import collectors, pages
+from mediad.http.access import check_access
 from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
 from mediad.resources import Resources
 
 log = structlog.get_logger(__name__)
 
-TOKEN_ENV = "MEDIAD_HTTP_TOKEN"
 _READY_TIMEOUT = 2.0
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` names only this machine: a loopback address, or `localhost`."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name or a wildcard: reachable from elsewhere, so it needs the token
-
-
-def check_access(http: HttpConfig, env: dict[str, str] | None = None) -> str | None:
-    """The bearer token every request must carry (None on loopback, or with http off); a
-    ConfigError when a non-loopback address has none."""
-    if http.listen is None:
-        return None
-    host, port = http.listen
-    if is_loopback(host):
-        return None
-    token = (os.environ if env is None else env).get(TOKEN_ENV, "")
-    if not token.strip():
-        raise errors.ConfigError(
-            f"http.listen: {host}:{port} is not a loopback address, so the endpoint needs a"
-            f" bearer token: set {TOKEN_ENV} (or listen on 127.0.0.1)"
-        )
-    return token
 
 
 def _authorization(token: str | None) -> Any:

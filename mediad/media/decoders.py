@@ -41,11 +41,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import structlog
-from PIL import Image
 
 from mediad import errors
 from mediad.config import MediaConfig
-from mediad.media import images
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +55,8 @@ TASKS: Mapping[str, str] = {
     "probe": "mediad.media.probe:probe_task",
     "jpegs": "mediad.media.pictures:jpegs_task",
     "analyze_local": "mediad.analysis.local:analyze_task",
-    "image_header": "mediad.media.decoders:image_header",
-    "image_decode": "mediad.media.decoders:image_decode",
+    "image_header": "mediad.media.images:header_task",
+    "image_decode": "mediad.media.images:decode_task",
     "derive_header": "mediad.media.derivatives:header_task",
     "derive": "mediad.media.derivatives:derive_task",
 }
@@ -856,52 +854,10 @@ def _human_size(size: int) -> str:
     return f"{size} bytes"
 
 
-# --- tasks ----------------------------------------------------------------------------------------
-
-# The probe's allowlist (an MPO opens as JPEG); no other Pillow decoder sees the bytes.
-IMAGE_FORMATS = tuple(sorted(set(images.FORMATS.values())))
+# --- admission ------------------------------------------------------------------------------------
 
 
 def pixel_bytes(header: Mapping[str, Any]) -> int:
-    """The memory one frame of a picture decodes into, from `image_header`'s result."""
+    """The memory one frame of a picture decodes into, from the `image_header` task's result
+    (images.header_task)."""
     return int(header["width"]) * int(header["height"]) * int(header["bands"])
-
-
-def image_header(payload: dict[str, Any]) -> dict[str, Any]:
-    """Format, mode, size and bands of the picture at `path`; no pixel decoded."""
-    with _open_image(payload["path"]) as img:
-        return _describe(img)
-
-
-def image_decode(payload: dict[str, Any]) -> dict[str, Any]:
-    """Decode every pixel of the picture at `path` (its first frame) and describe it."""
-    with _open_image(payload["path"]) as img:
-        described = _describe(img)
-        try:
-            img.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise errors.CorruptMediaError(
-                f"{described['format']} image does not decode: {exc}"
-            ) from None
-        return described
-
-
-def _open_image(path: str) -> Image.Image:
-    try:
-        return Image.open(path, formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as exc:
-        raise errors.MediaTooLargeError(str(exc)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise errors.CorruptMediaError(f"not a picture Pillow may open: {exc}") from None
-
-
-def _describe(img: Image.Image) -> dict[str, Any]:
-    width, height = img.size
-    return {
-        "format": img.format,
-        "mode": img.mode,
-        "width": width,
-        "height": height,
-        # Not n_frames: counting a GIF's frames decodes every one of them.
-        "bands": len(img.getbands()),
-    }

@@ -132,3 +132,49 @@ def check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None
             f"{described} is {width}x{height} = {width * height} pixels, over the bound of "
             f"{max_pixels}"
         )
+
+
+# --- decoder tasks (decoders.TASKS) ---------------------------------------------------------------
+
+# The allowlist as Pillow names it (an MPO opens as JPEG); no other Pillow decoder sees the bytes.
+_ALLOWED_FORMATS = tuple(sorted(set(FORMATS.values())))
+
+
+def header_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Format, mode, size and bands of the picture at `path`; no pixel decoded."""
+    with _open_allowed(payload["path"]) as img:
+        return _describe(img)
+
+
+def decode_task(payload: dict[str, Any]) -> dict[str, Any]:
+    """Decode every pixel of the picture at `path` (its first frame) and describe it."""
+    with _open_allowed(payload["path"]) as img:
+        described = _describe(img)
+        try:
+            img.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise errors.CorruptMediaError(
+                f"{described['format']} image does not decode: {exc}"
+            ) from None
+        return described
+
+
+def _open_allowed(path: str) -> Image.Image:
+    try:
+        return Image.open(path, formats=_ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise errors.MediaTooLargeError(str(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise errors.CorruptMediaError(f"not a picture Pillow may open: {exc}") from None
+
+
+def _describe(img: Image.Image) -> dict[str, Any]:
+    width, height = img.size
+    return {
+        "format": img.format,
+        "mode": img.mode,
+        "width": width,
+        "height": height,
+        # Not n_frames: counting a GIF's frames decodes every one of them.
+        "bands": len(img.getbands()),
+    }

@@ -24,7 +24,7 @@ import structlog
 
 from mediad import errors, queries, stages
 from mediad.config import DeriveConfig
-from mediad.media import decoders, derivatives
+from mediad.media import decoders, derive_plan
 from mediad.resources import Resources
 from mediad.singleflight import SingleFlight
 from mediad.stage import Result, Row, Stage
@@ -193,7 +193,7 @@ class Deriver:
         if public and row.mime_type not in PUBLIC_EXTENSIONS:
             report["public"] = (
                 {"original": True}
-                if row.mime_type in derivatives.NOTHING_TO_STRIP
+                if row.mime_type in derive_plan.NOTHING_TO_STRIP
                 else {"not_made": f"no public copy is made of {row.mime_type}"}
             )
         return Made(files, report, source)
@@ -203,11 +203,11 @@ class Deriver:
         and the shrink-on-load factor, a video's from its frame size."""
         if kind == "video":
             frame = (row.width or 1920) * (row.height or 1080) * 3
-            return derivatives.VIDEO_DECODE_BYTES + 2 * frame
+            return derive_plan.VIDEO_DECODE_BYTES + 2 * frame
         header = await self._decoders.run(
             "derive_header", {"path": payload["path"], "mime_type": row.mime_type}
         )
-        return derivatives.decode_cost(header, row.mime_type or "", longest)
+        return derive_plan.decode_cost(header, row.mime_type or "", longest)
 
     async def _run(self, row: Row, payload: dict[str, Any], cost: int) -> dict[str, Any]:
         try:

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from typing import Any
 
-# Loaded where they are used: PyAV by the decoder workers (their forkserver preloads it), the
-# HTTP endpoint only where http.listen is set, Jinja2 only for its first page (the test below).
-# boto3 (aioboto3's layer) nowhere: the archive uses aiobotocore's client, and boto3 would cost
-# every start 25-35 ms.
-_LEFT_TO_OTHERS = ("av", "jinja2", "mediad.http.server", "boto3")
+# Loaded where they are used: Pillow and PyAV by the decoder workers (their forkserver preloads
+# them; the stages plan a decode without them), the HTTP endpoint only where http.listen is set,
+# Jinja2 only for its first page (the test below). boto3 (aioboto3's layer) nowhere: the archive
+# uses aiobotocore's client, and boto3 would cost every start 25-35 ms.
+_LEFT_TO_OTHERS = ("PIL", "av", "jinja2", "mediad.http.server", "boto3")
 
 _IMPORT_AS_THE_DAEMON_DOES = f"""
 import json, sys
@@ -31,6 +31,23 @@ def _printed_by(code: str) -> Any:
 
 def test_the_daemon_with_every_stage_loads_no_decoder_library_nor_the_dashboard_nor_boto3() -> None:
     assert _printed_by(_IMPORT_AS_THE_DAEMON_DOES) == []
+
+
+# The parent of several worker processes (mediad/supervisor.py) serves nothing and fetches
+# nothing: it checks the endpoint's access rule, holds the database pool, the host gate and the
+# eviction loop. aiohttp and the decoder pool cost it ~10 MB of memory and ~0.2 s of the start
+# every worker waits for.
+_IMPORT_AS_THE_PARENT_DOES = """
+import json, sys
+import mediad.cli, mediad.daemon, mediad.supervisor
+from mediad.http import access
+unwanted = ("aiohttp", "PIL", "mediad.media.decoders", "mediad.stages.download")
+print(json.dumps([name for name in unwanted if name in sys.modules]))
+"""
+
+
+def test_the_parent_of_several_workers_loads_neither_the_http_client_nor_the_decoders() -> None:
+    assert _printed_by(_IMPORT_AS_THE_PARENT_DOES) == []
 
 
 _IMPORT_THE_ENDPOINT_AND_RENDER_A_PAGE = """

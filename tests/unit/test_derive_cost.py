@@ -1,4 +1,4 @@
-"""The price the decoder pool admits a derive at (derivatives.decode_cost) covers the memory
+"""The price the decoder pool admits a derive at (derive_plan.decode_cost) covers the memory
 the derive takes: a picture priced too low lets several decodes exceed media.decode_memory."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests import media
 # the derive's own.
 _MEASURE = """
 import json, sys
-from mediad.media import derivatives
+from mediad.media import derivatives, derive_plan
 def peak():
     # VmHWM, not ru_maxrss: that one keeps the forked test process's peak across exec.
     with open("/proc/self/status") as status:
@@ -34,7 +34,7 @@ outputs = [{"kind": "thumbnail", "format": "webp", "px": 320},
 derive(big, outputs)
 taken = peak() - before
 header = derivatives.header_task({"path": big, "mime_type": "image/png"})
-print(json.dumps({"taken": taken, "price": derivatives.decode_cost(header, "image/png", 1920)}))
+print(json.dumps({"taken": taken, "price": derive_plan.decode_cost(header, "image/png", 1920)}))
 """
 
 

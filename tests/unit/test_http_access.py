@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mediad import config, errors, metrics
-from mediad.http import server
+from mediad.http import access
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_bad_listen_addresses_are_config_errors(text: str) -> None:
 )
 def test_loopback_is_told_from_every_other_address(host: str, loopback: bool) -> None:
     """Only loopback addresses (and `localhost`) count as this machine alone."""
-    assert server.is_loopback(host) is loopback
+    assert access.is_loopback(host) is loopback
 
 
 def test_a_public_address_needs_the_token() -> None:
@@ -56,11 +56,11 @@ def test_a_public_address_needs_the_token() -> None:
     public = config.load(None, env={"MEDIAD_HTTP_LISTEN": "0.0.0.0:8765"}).http
     for env in ({}, {"MEDIAD_HTTP_TOKEN": "  "}):
         with pytest.raises(errors.ConfigError, match="MEDIAD_HTTP_TOKEN"):
-            server.check_access(public, env)
-    assert server.check_access(public, {"MEDIAD_HTTP_TOKEN": "t0ken"}) == "t0ken"
-    assert server.check_access(config.load(None, env={}).http, {}) is None
+            access.check_access(public, env)
+    assert access.check_access(public, {"MEDIAD_HTTP_TOKEN": "t0ken"}) == "t0ken"
+    assert access.check_access(config.load(None, env={}).http, {}) is None
     off = config.load(None, env={"MEDIAD_HTTP_LISTEN": ""}).http
-    assert server.check_access(off, {}) is None
+    assert access.check_access(off, {}) is None
 
 
 @pytest.mark.parametrize(
