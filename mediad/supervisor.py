@@ -19,7 +19,9 @@ parent holds what must be one per host:
 - a worker that died (a crash, the OOM killer, SIGKILL) is started again, after 1 s doubling up
   to a minute while it keeps dying young; the rows it held return to the queue through their
   leases, as a dead host's do. Under run --once, a worker dying young ONCE_DEATHS times in a
-  row ends the run with exit status 1 instead: it would never drain.
+  row ends the run with exit status 1 instead: it would never drain. A worker that stops on a
+  configuration error (http.listen's port taken) is not started again: the daemon stops with
+  that error, as a single process does.
 
 The HTTP endpoint (http.listen) is served by worker 0. Every worker's counters reach it
 through prometheus_client's multiprocess mode: the parent sets PROMETHEUS_MULTIPROC_DIR to an
@@ -101,6 +103,9 @@ class _Worker:
     counts: list[StageCounts] = field(default_factory=list)
     stuck: list[str] = field(default_factory=list)
     deaths: int = 0
+    # The configuration error the worker stopped on (a port taken, a bad key): starting it
+    # again would only fail again.
+    refused: str | None = None
 
 
 async def run(config: Config, url: str, *, once: bool, stop: asyncio.Event) -> None:
@@ -153,6 +158,9 @@ class _Parent:
         self._check_drained = asyncio.Event()
         # Why run --once gave up on its workers (None: it did not).
         self._gave_up: str | None = None
+        # The configuration error a worker stopped on: the daemon stops with it, as a single
+        # process does.
+        self._refused: str | None = None
 
     async def run(self) -> None:
         log.info("supervisor_started", processes=len(self._workers), once=self._once,
@@ -185,6 +193,8 @@ class _Parent:
             for worker in self._workers:
                 self._reap(worker)
             log.info("supervisor_stopped", processes=len(self._workers))
+        if self._refused is not None:
+            raise errors.ConfigError(self._refused)
         if self._gave_up is not None:
             raise errors.MediadError(self._gave_up)
 
@@ -196,6 +206,12 @@ class _Parent:
             self._start(worker)
             exitcode = await self._exited(worker)
             if self._stop.is_set():
+                return
+            if worker.refused is not None:
+                log.error("worker_refused_config", process=worker.spec.index,
+                          error=worker.refused)  # fmt: skip
+                self._refused = worker.refused
+                self._stop.set()
                 return
             lived = time.monotonic() - worker.started_at
             worker.deaths = 0 if lived >= RESTART_RESET else worker.deaths + 1
@@ -249,6 +265,10 @@ class _Parent:
         process, link = worker.process, worker.link
         if link is not None:
             asyncio.get_running_loop().remove_reader(link.fileno())
+            # What it said just before it went (why it stopped) may not have been read yet.
+            with contextlib.suppress(EOFError, OSError):
+                while link.poll():
+                    self._heard(worker, link.recv())
             link.close()
             worker.link = None
         if process is None:
@@ -270,6 +290,9 @@ class _Parent:
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(link.fileno())
             return
+        self._heard(worker, message)
+
+    def _heard(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         worker.last_report = time.monotonic()
         if kind == "ready":
@@ -285,6 +308,8 @@ class _Parent:
         elif kind == "idle":
             worker.idle = True
             self._check_drained.set()
+        elif kind == "refused":
+            worker.refused = message[1]
 
     def _signal_all(self, signum: int) -> None:
         for worker in self._workers:
@@ -385,6 +410,11 @@ def worker_main(spec: WorkerSpec, link: Connection) -> None:
         asyncio.run(_work(spec, link))
     except asyncio.CancelledError:
         sys.exit(1)  # a second signal: stopped without draining
+    except errors.ConfigError as exc:
+        # The parent stops the daemon with it rather than starting this worker again.
+        with contextlib.suppress(OSError):
+            link.send(("refused", str(exc)))
+        sys.exit(1)
     except Exception:
         log.exception("worker_crashed", process=spec.index)
         sys.exit(1)

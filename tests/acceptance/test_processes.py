@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,22 @@ async def test_run_once_gives_up_on_workers_that_never_start(
     assert '"event": "workers_failing"' in text
     assert "died 5 times in a row" in text
     assert await _statuses(pool, ids) == {"not_started": 3}
+
+
+async def test_a_worker_refusing_the_config_stops_the_daemon_with_its_error(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A worker that cannot start (worker 0 serves http.listen, and its port is taken) is not
+    restarted for ever: the daemon exits with the worker's error, as a single process does."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = daemon_env(db_url, tmp_path, MEDIAD_DAEMON_PROCESSES="2",
+                         MEDIAD_HTTP_LISTEN=f"127.0.0.1:{port}")  # fmt: skip
+        proc = await start_daemon(env)
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    text = output.decode()
+    assert proc.returncode == 2, text[-3000:]
+    assert f"mediad: config: http.listen: cannot listen on 127.0.0.1:{port}" in text
+    assert "worker_died" not in text  # stopped, not restarted
