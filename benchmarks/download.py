@@ -330,7 +330,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--profile",
         type=Path,
         metavar="DIR",
-        help="run mediad under `py-spy record` (raw collapsed stacks into DIR); slows mediad",
+        help="run mediad under `py-spy record` (raw collapsed stacks into DIR, every process of"
+        " its tree); slows mediad",
     )
     programs.add_mediad_command(parser)
     parser.add_argument(
@@ -688,8 +689,11 @@ def mediad_command(bench: Bench, name: str) -> list[str]:
     py_spy = programs.require("py-spy", "--profile needs it: .venv/bin/pip install py-spy")
     bench.profile_dir.mkdir(parents=True, exist_ok=True)
     out = bench.profile_dir / f"{name}.txt"
-    return [py_spy, "record", "--rate", "250", "--format", "raw", "--threads",
-            "--output", str(out), "--", *command]  # fmt: skip
+    # --subprocesses: with several processes the parent only waits; the downloads are in its
+    # workers, and the probes in theirs. --gil: only what holds the interpreter, so a thread
+    # waiting for work or for fsync is not counted as busy (stacks start with the process).
+    return [py_spy, "record", "--rate", "250", "--format", "raw", "--threads", "--subprocesses",
+            "--gil", "--output", str(out), "--", *command]  # fmt: skip
 
 
 def run_mediad(
