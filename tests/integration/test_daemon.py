@@ -381,3 +381,45 @@ async def test_a_batch_whose_write_broke_off_midway_is_finished_without_losing_a
         r = await row(pool, media_id)
         assert (r["download_status"], r["error_code"]) == ("failed", "http_404")
         assert event_names(r["ai_analysis_log"]).count("download_failed") == 1
+
+
+class _BatchCountingQueue(StageQueue):
+    """The real queue, noting the size of every batch of outcomes the pool hands it."""
+
+    batches: list[int]
+
+    async def finish(self, outcomes: Any, recorded: Any = None) -> Any:
+        self.batches.append(len(outcomes))
+        return await super().finish(outcomes, recorded)
+
+
+async def test_rows_finishing_together_share_their_writes(pool: asyncpg.Pool[Any]) -> None:
+    """Rows that finish while a write is in flight (or within the pool's linger while it is
+    busy) are written together: the database sees a statement per batch, not one per row, and
+    every row is written once."""
+    ids = await insert_rows(pool, 200, url="https://cdn.example/p-{i}.jpg")
+
+    async def process(r: Row) -> Result:
+        await asyncio.sleep(0)
+        return Result(details={"noop": True})
+
+    config = make_config()
+    stop = asyncio.Event()
+    stage = Stage.configured(stages.DOWNLOAD, process, config)
+    queue = _BatchCountingQueue(pool, stage, "w1", 60.0, disabled=stages.disabled(config))
+    queue.batches = []
+    stage_pool = StagePool(stage, queue, backoff=Backoff(1, 2), claim_batch=50, poll_interval=3600)
+    running = asyncio.create_task(stage_pool.run(stop, grace=5))
+    await asyncio.wait_for(stage_pool.idle.wait(), timeout=30)
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+
+    assert sum(queue.batches) == 200
+    assert stage_pool.stats.completed == 200
+    # One write per row would be 200; the rows in flight (the stage's concurrency) that finish
+    # together share one: 13 writes when this was written.
+    assert len(queue.batches) <= 40, queue.batches
+    statuses = await pool.fetch(
+        "SELECT download_status FROM post_media WHERE media_id = ANY($1)", ids
+    )
+    assert {r["download_status"] for r in statuses} == {"completed"}
