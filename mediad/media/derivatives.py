@@ -56,20 +56,15 @@ def header_task(payload: dict[str, Any]) -> dict[str, Any]:
     pillow_format = images.FORMATS.get(payload["mime_type"])
     if pillow_format is None:
         raise errors.UnsupportedMediaError(f"{payload['mime_type']} is not a picture")
-    try:
-        with Image.open(payload["path"], formats=[pillow_format]) as img:
-            width, height = img.size
-            return {
-                "width": width,
-                "height": height,
-                "bands": len(img.getbands()),
-                "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
-                "interlaced": bool(img.info.get("interlace")),
-            }
-    except Image.DecompressionBombError as exc:
-        raise errors.MediaTooLargeError(str(exc)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise errors.CorruptMediaError(f"not a picture Pillow may open: {exc}") from None
+    with images.open_allowed(payload["path"], (pillow_format,)) as img:
+        width, height = img.size
+        return {
+            "width": width,
+            "height": height,
+            "bands": len(img.getbands()),
+            "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
+            "interlaced": bool(img.info.get("interlace")),
+        }
 
 
 # --- the task ---------------------------------------------------------------------------------

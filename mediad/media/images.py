@@ -142,13 +142,13 @@ _ALLOWED_FORMATS = tuple(sorted(set(FORMATS.values())))
 
 def header_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Format, mode, size and bands of the picture at `path`; no pixel decoded."""
-    with _open_allowed(payload["path"]) as img:
+    with open_allowed(payload["path"]) as img:
         return _describe(img)
 
 
 def decode_task(payload: dict[str, Any]) -> dict[str, Any]:
     """Decode every pixel of the picture at `path` (its first frame) and describe it."""
-    with _open_allowed(payload["path"]) as img:
+    with open_allowed(payload["path"]) as img:
         described = _describe(img)
         try:
             img.load()
@@ -159,9 +159,11 @@ def decode_task(payload: dict[str, Any]) -> dict[str, Any]:
         return described
 
 
-def _open_allowed(path: str) -> Image.Image:
+def open_allowed(path: str, formats: tuple[str, ...] = _ALLOWED_FORMATS) -> Image.Image:
+    """The picture at `path`, opened (headers only) as one of `formats`, the allowlist's by
+    default; what Pillow refuses as a MediadError."""
     try:
-        return Image.open(path, formats=_ALLOWED_FORMATS)
+        return Image.open(path, formats=formats)
     except Image.DecompressionBombError as exc:
         raise errors.MediaTooLargeError(str(exc)) from None
     except (OSError, SyntaxError, ValueError) as exc:
