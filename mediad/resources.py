@@ -135,12 +135,17 @@ class Resources:
         """The worker processes decodes run in: hostile bytes never reach a decoder inside the
         daemon. `media` (media.*) serves every stage by default; a stage whose decoder needs
         other limits (the local analyser's OCR models) asks for a pool of its own by name."""
+        from mediad import stages
         from mediad.media.decoders import DecoderPool
 
         settings = config or self.config.media
+        # The tasks of the stages that are on are imported by the process's one forkserver
+        # (every pool's, so every pool names the same), the others by a worker that runs one.
+        ready = stages.decoder_tasks(self.config)
         # Its workers start with the first decode, not with the stage that may never decode.
         return await self._once(
-            f"decoders:{name}", lambda: self._enter(DecoderPool.open(settings, start=False))
+            f"decoders:{name}",
+            lambda: self._enter(DecoderPool.open(settings, ready=ready, start=False)),
         )
 
     async def session(self, **options: Any) -> aiohttp.ClientSession:

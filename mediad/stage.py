@@ -85,6 +85,9 @@ class Declaration:
     columns: tuple[str, ...] = ()
     # A timestamp column set to now() when a row completes.
     completed_at: str | None = None
+    # The decoder tasks it runs (decoders.TASKS): the forkserver imports their modules for its
+    # workers to share, and only those of the stages that are on.
+    decoder_tasks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # These names are spliced into SQL: only plain identifiers.

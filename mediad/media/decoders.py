@@ -6,6 +6,7 @@ payload and its result cross the boundary as length-prefixed JSON over a socket 
 parent never unpickles anything a worker built, and bytes travel as paths to files the parent
 wrote. A worker that dies or overruns its time is replaced and only its own task fails. Decodes
 are admitted first come, first served, while their pixel bytes fit in `media.decode_memory`.
+This module is the pool, in the daemon; decoder_worker.py is the workers' side.
 
 Every worker runs the main script again before its own code (multiprocessing does, for spawn and
 forkserver alike, unless the main module is a package's `__main__`): a script that opens a pool
@@ -20,21 +21,16 @@ import asyncio
 import collections
 import contextlib
 import functools
-import importlib
 import json
 import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import re
-import resource
 import signal
 import socket
-import struct
 import sys
-import traceback
-import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -44,10 +40,10 @@ import structlog
 
 from mediad import errors
 from mediad.config import MediaConfig
+from mediad.media import decoder_worker
+from mediad.media.decoder_worker import HEADER, MAX_MESSAGE, MAX_WARNINGS, resolve
 
 log = structlog.get_logger(__name__)
-
-Task = Callable[[dict[str, Any]], dict[str, Any]]
 
 # The tasks a worker may run: name -> "module:function". Nothing outside a pool's registry can
 # be named, so a payload cannot reach arbitrary code.
@@ -61,15 +57,11 @@ TASKS: Mapping[str, str] = {
     "derive": "mediad.media.derivatives:derive_task",
 }
 
-# A frame: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
-_HEADER = struct.Struct(">I")
 # Requests carry paths, not bodies; a larger one is a caller's mistake.
 _MAX_REQUEST = 1024**2
 # Results are metadata; a larger one is a worker gone wrong, and would only cost parent memory.
 _MAX_REPLY = 64 * 1024**2
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_MAX_MESSAGE = 2000
-_MAX_WARNINGS = 10
 # A worker that outlives its parent still dies this long after its task's own limit.
 _ALARM_MARGIN = 5
 _START_TIMEOUT = 60.0
@@ -187,6 +179,7 @@ class DecoderPool:
         config: MediaConfig,
         *,
         tasks: Mapping[str, str] = TASKS,
+        ready: Collection[str] | None = None,
         start_on_demand: bool = False,
     ) -> None:
         for name, path in tasks.items():
@@ -194,6 +187,12 @@ class DecoderPool:
             if not module or not function.isidentifier():
                 raise ValueError(f"decoder task {name!r}: {path!r} is not 'module:function'")
         self._tasks = dict(tasks)
+        # The tasks whose modules the forkserver imports for every worker to share (the others
+        # are imported by a worker at their first request): by default all of them.
+        self._ready = sorted(self._tasks if ready is None else ready)
+        unknown = set(self._ready) - set(self._tasks)
+        if unknown:
+            raise ValueError(f"ready names tasks not in the registry: {', '.join(sorted(unknown))}")
         self._size = config.worker_count
         self._memory = config.worker_memory
         self._time_limit = config.decode_timeout
@@ -220,13 +219,18 @@ class DecoderPool:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, config: MediaConfig, *, tasks: Mapping[str, str] = TASKS, start: bool = True
+        cls,
+        config: MediaConfig,
+        *,
+        tasks: Mapping[str, str] = TASKS,
+        ready: Collection[str] | None = None,
+        start: bool = True,
     ) -> AsyncIterator[DecoderPool]:
         """A pool, closed on exit: `async with DecoderPool.open(config.media) as pool`. Its
         workers start now, or with `start=False` when the first task comes: a daemon whose
         stages have nothing to decode (`run --once` over rows only to archive) never waits the
         half second the forkserver's imports take."""
-        pool = cls(config, tasks=tasks, start_on_demand=not start)
+        pool = cls(config, tasks=tasks, ready=ready, start_on_demand=not start)
         if start:
             await pool.start()
         try:
@@ -275,11 +279,13 @@ class DecoderPool:
         await asyncio.shield(self._starting_all)
 
     def _start_forkserver(self) -> None:
-        # Workers fork from a server that has already imported the tasks' modules (Pillow,
-        # PyAV) and what the main script imports, so a replacement costs a fork, not a second
-        # of imports. The preload only counts the first time the process starts its forkserver.
-        tasks = {path.partition(":")[0] for path in self._tasks.values()}
-        self._context.set_forkserver_preload(sorted({__name__} | tasks | _main_imports()))
+        # Workers fork from a server that has already imported the ready tasks' modules
+        # (Pillow, PyAV) and what the main script imports, so a replacement costs a fork, not a
+        # second of imports. The preload only counts the first time the process starts its
+        # forkserver. Not this module: the workers' side is decoder_worker, without asyncio.
+        tasks = {self._tasks[name].partition(":")[0] for name in self._ready}
+        preload = {decoder_worker.__name__} | tasks | _main_imports()
+        self._context.set_forkserver_preload(sorted(preload))
         multiprocessing.forkserver.ensure_running()
 
     async def run(
@@ -325,7 +331,7 @@ class DecoderPool:
         if len(body) > _MAX_REQUEST:
             raise ValueError(f"the payload of {task} is {len(body)} bytes: pass bytes as a path")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        job = _Job(self._next_id, task, _HEADER.pack(len(body)) + body, cost_bytes, limit, future)
+        job = _Job(self._next_id, task, HEADER.pack(len(body)) + body, cost_bytes, limit, future)
         self.stats.tasks += 1
         self._queue.append(job)
         self._dispatch()
@@ -339,7 +345,7 @@ class DecoderPool:
 
     async def _run_here(self, task: str, payload: dict[str, Any]) -> dict[str, Any]:
         """media.in_process: the task in a thread of this process, with no limit at all."""
-        function = _resolve(self._tasks[task])
+        function = resolve(self._tasks[task])
         self.stats.tasks += 1
         async with self._threads:
             try:
@@ -447,8 +453,8 @@ class DecoderPool:
         caught = reply.get("warnings", [])
         if not isinstance(caught, list):
             raise _ProtocolError("a reply's warnings are not a list")
-        for text in caught[:_MAX_WARNINGS]:
-            log.warning("decoder_warning", task=job.task, warning=str(text)[:_MAX_MESSAGE])
+        for text in caught[:MAX_WARNINGS]:
+            log.warning("decoder_warning", task=job.task, warning=str(text)[:MAX_MESSAGE])
         if "ok" in reply:
             result = reply["ok"]
             if not isinstance(result, dict):
@@ -465,8 +471,8 @@ class DecoderPool:
         """Start one worker and wait for its hello."""
         ours, theirs = socket.socketpair()
         process = self._context.Process(
-            target=_worker_main,
-            args=(theirs, self._tasks, self._memory),
+            target=decoder_worker.main,
+            args=(theirs, self._tasks, self._memory, self._ready),
             name="mediad-decoder",
             daemon=True,
         )
@@ -616,15 +622,15 @@ class _Channel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
-        while len(buffer) >= _HEADER.size and self.broke is None:
-            (size,) = _HEADER.unpack_from(buffer)
+        while len(buffer) >= HEADER.size and self.broke is None:
+            (size,) = HEADER.unpack_from(buffer)
             if size > _MAX_REPLY:
                 self.abort(f"a reply of {size} bytes")
                 return
-            end = _HEADER.size + size
+            end = HEADER.size + size
             if len(buffer) < end:
                 return
-            frame = bytes(buffer[_HEADER.size : end])
+            frame = bytes(buffer[HEADER.size : end])
             del buffer[:end]
             if not self.hello.done():
                 self.hello.set_result(frame)
@@ -717,7 +723,7 @@ def _task_error(task: str, record: dict[str, Any]) -> DecoderError:
     code = record.get("error_code")
     if not isinstance(code, str) or not _ERROR_CODE.fullmatch(code):
         code = errors.StageError.error_code
-    message = str(record.get("message", ""))[:_MAX_MESSAGE] or f"{task} failed"
+    message = str(record.get("message", ""))[:MAX_MESSAGE] or f"{task} failed"
     remote_class = str(record.get("class", ""))[:100]
     trace = record.get("traceback")
     if isinstance(trace, str):
@@ -727,131 +733,6 @@ def _task_error(task: str, record: dict[str, Any]) -> DecoderError:
     if code == DecodeTooLargeError.error_code:
         return DecodeTooLargeError(message, error_code=code, remote_class=remote_class)
     return DecodeFailedError(message, error_code=code, remote_class=remote_class)
-
-
-# --- the worker side ------------------------------------------------------------------------------
-
-
-def _worker_main(sock: socket.socket, tasks: dict[str, str], memory: int) -> None:
-    """A worker's life: limit its memory, import its tasks, then serve requests until EOF."""
-    _limit_memory(memory)
-    # Ctrl-C reaches the whole process group; the parent decides when workers stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    registry = {name: _resolve(path) for name, path in tasks.items()}
-    _send(sock, _encode({"ready": os.getpid()}))
-    while True:
-        request = _receive(sock)
-        if request is None:
-            return
-        reply, retire = _serve_one(registry, request, memory)
-        _send(sock, reply)
-        if retire:
-            return
-
-
-def _limit_memory(limit: int) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-
-def _resolve(path: str) -> Task:
-    module, _, name = path.partition(":")
-    function = getattr(importlib.import_module(module), name)
-    if not callable(function):
-        raise TypeError(f"{path} is not a function")
-    return function  # type: ignore[no-any-return]
-
-
-def _serve_one(
-    registry: Mapping[str, Task], request: dict[str, Any], memory: int
-) -> tuple[bytes, bool]:
-    """Run one request: the encoded reply, and whether this worker must leave after it."""
-    ident, name = request["id"], request["task"]
-    task = registry.get(name)
-    if task is None:
-        record = _record("unknown_task", f"no task {name!r}", "KeyError")
-        return _encode({"id": ident, "error": record}), False
-    # A backstop for a worker whose parent is gone: the kernel ends a hung decode.
-    signal.alarm(int(request["alarm"]))
-    caught: list[str] = []
-
-    def keep(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-        if len(caught) < _MAX_WARNINGS:
-            caught.append(f"{category.__name__}: {message}"[:_MAX_MESSAGE])
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = keep
-            result = task(request["payload"])
-            if not isinstance(result, dict):
-                raise TypeError(f"{name} returned a {type(result).__name__}, not a dict")
-            reply: dict[str, Any] = {"id": ident, "ok": result}
-            if caught:
-                reply["warnings"] = caught
-            try:
-                return _encode(reply), False
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"{name} returned a value JSON cannot carry: {exc}") from None
-    except MemoryError:
-        # Whatever the failed allocation left half-built stays in this process: it leaves.
-        message = f"the file needs more than {_human_size(memory)} to decode (media.worker_memory)"
-        record = _record("too_large", message, "MemoryError")
-        return _encode({"id": ident, "error": record, "retire": True}), True
-    except errors.StageError as exc:
-        record = _record(exc.error_code, str(exc), type(exc).__name__)
-        record["transient"] = isinstance(exc, errors.TransientError)
-        return _encode({"id": ident, "error": record}), False
-    except Exception as exc:
-        record = _record(errors.StageError.error_code, f"{type(exc).__name__}: {exc}", exc)
-        record["traceback"] = "".join(traceback.format_exc(limit=8))[-4000:]
-        return _encode({"id": ident, "error": record}), False
-    finally:
-        signal.alarm(0)
-
-
-def _record(code: str, message: str, cls: str | BaseException) -> dict[str, Any]:
-    name = cls if isinstance(cls, str) else type(cls).__name__
-    return {"error_code": code, "message": message[:_MAX_MESSAGE], "class": name}
-
-
-def _encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _send(sock: socket.socket, body: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(body)) + body)
-
-
-def _receive(sock: socket.socket) -> dict[str, Any] | None:
-    header = _recv_exactly(sock, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    body = _recv_exactly(sock, size)
-    if body is None:
-        return None
-    message: dict[str, Any] = json.loads(body)
-    return message
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < size:
-        chunk = sock.recv(size - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _human_size(size: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= scale:
-            return f"{size / scale:g} {unit}"
-    return f"{size} bytes"
 
 
 # --- admission ------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ DOWNLOAD = Declaration(
         "width", "height", "duration_seconds", "url_expires_at", "storage_node",
     ),
     completed_at="downloaded_at",
+    decoder_tasks=("image_header", "probe"),
 )  # fmt: skip
 
 ARCHIVE = Declaration(
@@ -69,6 +70,7 @@ ANALYSIS = Declaration(
     fields=("post_id", "media_type", *_FILE_FIELDS, "archive_url"),
     columns=("ai_analysis", "analysis_tokens", "analysis_cost_usd"),
     completed_at="ai_analyzed_at",
+    decoder_tasks=("image_header", "jpegs", "analyze_local"),
 )
 
 DERIVE = Declaration(
@@ -90,6 +92,7 @@ DERIVE = Declaration(
     ),
     columns=("thumbnail_url", "derivatives"),
     completed_at="derived_at",
+    decoder_tasks=("derive_header", "derive"),
 )  # fmt: skip
 
 ALL: tuple[Declaration, ...] = (DOWNLOAD, ARCHIVE, ANALYSIS, DERIVE)
@@ -98,6 +101,11 @@ ALL: tuple[Declaration, ...] = (DOWNLOAD, ARCHIVE, ANALYSIS, DERIVE)
 def disabled(config: Config, registry: Sequence[Declaration] = ALL) -> frozenset[str]:
     """The names of the stages `config` turns off."""
     return frozenset(d.name for d in registry if not d.enabled(config))
+
+
+def decoder_tasks(config: Config, registry: Sequence[Declaration] = ALL) -> frozenset[str]:
+    """The decoder tasks the stages `config` turns on run."""
+    return frozenset(task for d in registry if d.enabled(config) for task in d.decoder_tasks)
 
 
 def named(name: str, registry: Sequence[Declaration] = ALL) -> Declaration:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import Any
 
+from tests import media
+
 # Loaded where they are used: Pillow and PyAV by the decoder workers (their forkserver preloads
 # them; the stages plan a decode without them), the HTTP endpoint only where http.listen is set,
 # Jinja2 only for its first page (the test below). boto3 (aioboto3's layer) nowhere: the archive
@@ -23,9 +25,12 @@ print(json.dumps([name for name in {_LEFT_TO_OTHERS!r} if name in sys.modules]))
 """
 
 
-def _printed_by(code: str) -> Any:
-    """What `code`, run in a fresh interpreter, prints as JSON."""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def _printed_by(code: str, *args: str) -> Any:
+    """What `code`, run in a fresh interpreter (with `args`), prints as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
@@ -65,3 +70,45 @@ def test_the_http_endpoint_loads_jinja2_only_for_its_first_page() -> None:
     # http.listen is set by default: every start serves /metrics, few ever ask for a page. Jinja2
     # comes with the first page, which is rendered as before: autoescaped.
     assert _printed_by(_IMPORT_THE_ENDPOINT_AND_RENDER_A_PAGE) == [False, True, True]
+
+
+# A decoder worker is forked from a forkserver that imported the modules of the decoder tasks of
+# the stages that are on, and the workers' side of the pool: the pool's side (asyncio,
+# structlog, the configuration) and the other stages' decoders would cost every forkserver
+# several MB that its workers share without ever running them. A download-only daemon's
+# workers can still run another stage's task: its module is imported by its first request.
+_DOWNLOAD_ONLY_DECODER_WORKER = """
+import asyncio, json, sys, tempfile
+from pathlib import Path
+from mediad import config, stages
+from mediad.media import decoders
+
+cfg = config.load(None, env={"MEDIAD_DERIVE_ENABLED": "false"})
+tasks = {**decoders.TASKS, "modules": "tests.decoder_tasks:loaded_modules"}
+names = ["asyncio", "structlog", "mediad.config", "mediad.media.decoders", "PIL", "av",
+         "mediad.media.derivatives", "mediad.analysis.local"]
+
+async def main(picture):
+    ready = {*stages.decoder_tasks(cfg), "modules"}
+    media = cfg.media.__class__(workers=1)
+    async with decoders.DecoderPool.open(media, tasks=tasks, ready=ready) as pool:
+        before = await pool.run("modules", {"names": names})
+        header = await pool.run("derive_header", {"path": str(picture), "mime_type": "image/png"})
+        after = await pool.run("modules", {"names": names})
+    print(json.dumps([sorted(ready), before["loaded"], header["width"], after["loaded"]]))
+
+with tempfile.TemporaryDirectory() as folder:
+    picture = Path(folder) / "a.png"
+    picture.write_bytes(bytes.fromhex(sys.argv[1]))
+    asyncio.run(main(picture))
+"""
+
+
+def test_a_download_only_daemon_decoder_workers_hold_only_the_download_stage_decoders() -> None:
+    png = media.png(7, 5).hex()
+    ready, before, width, after = _printed_by(_DOWNLOAD_ONLY_DECODER_WORKER, png)
+    assert ready == ["image_header", "modules", "probe"]
+    assert before == ["PIL", "av"]
+    # Another stage's task still runs: its module is imported by its first request.
+    assert width == 7
+    assert after == ["PIL", "av", "mediad.media.derivatives"]
