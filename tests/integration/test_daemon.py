@@ -393,6 +393,68 @@ class _BatchCountingQueue(StageQueue):
         return await super().finish(outcomes, recorded)
 
 
+class _HeldWritesQueue(StageQueue):
+    """The real queue, whose writes wait until the test lets them through."""
+
+    let_through: asyncio.Event
+
+    async def finish(self, outcomes: Any, recorded: Any = None) -> Any:
+        await self.let_through.wait()
+        return await super().finish(outcomes, recorded)
+
+
+async def test_a_row_waiting_for_its_write_frees_its_place_and_leased_rows_stay_bounded(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """`concurrency` bounds the rows at work: a finished row waiting for its write (a slow
+    database, or the pool's linger) no longer holds a place, so the stage keeps working; but
+    the rows leased, at work or waiting, never pass twice `concurrency`."""
+    await insert_rows(pool, 40, url="https://cdn.example/p-{i}.jpg")
+    started: list[str] = []
+    at_work = most_at_work = 0
+
+    async def process(r: Row) -> Result:
+        nonlocal at_work, most_at_work
+        started.append(r.media_id)
+        at_work += 1
+        most_at_work = max(most_at_work, at_work)
+        await asyncio.sleep(0)
+        at_work -= 1
+        return Result()
+
+    config = make_config(download_concurrency="4")
+    stop = asyncio.Event()
+    stage = Stage.configured(stages.DOWNLOAD, process, config)
+    queue = _HeldWritesQueue(pool, stage, "w1", 60.0, disabled=stages.disabled(config))
+    queue.let_through = asyncio.Event()
+    stage_pool = StagePool(stage, queue, backoff=Backoff(1, 2), claim_batch=50, poll_interval=3600)
+    running = asyncio.create_task(stage_pool.run(stop, grace=5))
+
+    async def next_look() -> None:
+        stage_pool.looked.clear()
+        await stage_pool.looked.wait()
+
+    async def until_eight_wait_for_their_write() -> None:
+        while not (len(started) == 8 and stage_pool.in_flight == 8):
+            await next_look()
+
+    await asyncio.wait_for(until_eight_wait_for_their_write(), timeout=10)
+    # One more look at the queue claims nothing: eight rows leased is twice the concurrency.
+    stage_pool.wake()
+    await asyncio.wait_for(next_look(), timeout=10)
+    assert len(started) == 8
+    leased = "SELECT count(*) FROM post_media WHERE download_status = 'started'"
+    assert await pool.fetchval(leased) == 8
+
+    queue.let_through.set()
+    await asyncio.wait_for(stage_pool.idle.wait(), timeout=30)
+    stop.set()
+    await asyncio.wait_for(running, timeout=20)
+    assert stage_pool.stats.completed == 40
+    assert sorted(set(started)) == sorted(started)
+    assert most_at_work <= 4
+
+
 async def test_rows_finishing_together_share_their_writes(pool: asyncpg.Pool[Any]) -> None:
     """Rows that finish while a write is in flight (or within the pool's linger while it is
     busy) are written together: the database sees a statement per batch, not one per row, and
