@@ -125,7 +125,9 @@ class Deriver:
         self._executor = executor
         self._node = storage_node
         self._sql = queries.plain()
-        self._in_flight: SingleFlight[str, Made] = SingleFlight()
+        # Remembered a minute: a row's derivatives are found by the next row with the same bytes
+        # in the database, once its outcome is written, which the pool may hold a moment.
+        self._in_flight: SingleFlight[str, Made] = SingleFlight(remember=60.0)
 
     async def process(self, row: Row) -> Result:
         started = time.monotonic()

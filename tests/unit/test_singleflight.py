@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -79,3 +80,45 @@ async def test_a_cancelled_runner_gives_the_others_an_error_of_their_own() -> No
         await runner
     with pytest.raises(errors.TransientError, match="stopped"):
         await waiter
+
+
+async def test_once_its_work_is_over_a_key_runs_again_unless_remembered() -> None:
+    work = Work()
+    work.release.set()
+    forgetful: SingleFlight[str, str] = SingleFlight()
+    assert await forgetful.run("a", work) == ("done", False)
+    assert await forgetful.run("a", work) == ("done", False)
+    assert work.runs == 2
+
+    remembering: SingleFlight[str, str] = SingleFlight(remember=3600)
+    again = Work()
+    again.release.set()
+    assert await remembering.run("a", again) == ("done", False)
+    # The next row with the key, its outcome not written yet: the same value, shared.
+    assert await remembering.run("a", again) == ("done", True)
+    assert again.runs == 1
+
+
+async def test_a_remembered_value_is_forgotten_when_its_time_is_up_and_errors_never_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    flight: SingleFlight[str, str] = SingleFlight(remember=60)
+    work = Work()
+    work.release.set()
+    assert await flight.run("a", work) == ("done", False)
+    now[0] += 59
+    assert await flight.run("a", work) == ("done", True)
+    now[0] += 2
+    assert await flight.run("a", work) == ("done", False)
+    assert work.runs == 2
+
+    lasting: SingleFlight[str, str] = SingleFlight(remember=3600)
+    failing = Work(error=errors.TransientError("the disk hiccuped"))
+    failing.release.set()
+    with pytest.raises(errors.TransientError):
+        await lasting.run("b", failing)
+    with pytest.raises(errors.TransientError):
+        await lasting.run("b", failing)
+    assert failing.runs == 2
