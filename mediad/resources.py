@@ -48,6 +48,7 @@ class Resources:
         owner: str,
         stack: contextlib.AsyncExitStack,
         host_gate: str | None = None,
+        decode_lock: str | None = None,
     ) -> None:
         self.config = config
         # The database's URL (the LISTEN connection is a connection of its own).
@@ -60,13 +61,22 @@ class Resources:
         # The unix socket of the parent's host gate when this is one of several worker processes
         # (mediad/supervisor.py); None: this process holds its own per-host limits.
         self._host_gate = host_gate
+        # The file the parent's workers lock in turn to run an oversized decode (decoders.py);
+        # None: this process is the host's only one.
+        self._decode_lock = decode_lock
         self._opened: dict[str, Any] = {}
         self._opening = asyncio.Lock()
 
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, config: Config, url: str, owner: str, pool_size: int, host_gate: str | None = None
+        cls,
+        config: Config,
+        url: str,
+        owner: str,
+        pool_size: int,
+        host_gate: str | None = None,
+        decode_lock: str | None = None,
     ) -> AsyncIterator[Resources]:
         """The database pool and the store now; the rest on first use; all closed at the end."""
         async with contextlib.AsyncExitStack() as stack:
@@ -76,7 +86,7 @@ class Resources:
             removed = await asyncio.to_thread(store.clean_temp)
             if removed:
                 log.info("temp_files_removed", count=removed)
-            yield cls(config, url, pool, store, owner, stack, host_gate)
+            yield cls(config, url, pool, store, owner, stack, host_gate, decode_lock)
 
     async def _once(self, name: str, opening: Callable[[], Awaitable[_T]]) -> _T:
         async with self._opening:
@@ -142,10 +152,13 @@ class Resources:
         # The tasks of the stages that are on are imported by the process's one forkserver
         # (every pool's, so every pool names the same), the others by a worker that runs one.
         ready = stages.decoder_tasks(self.config)
+        lock = self._decode_lock
         # Its workers start with the first decode, not with the stage that may never decode.
         return await self._once(
             f"decoders:{name}",
-            lambda: self._enter(DecoderPool.open(settings, ready=ready, start=False)),
+            lambda: self._enter(
+                DecoderPool.open(settings, ready=ready, host_lock=lock, start=False)
+            ),
         )
 
     async def session(self, **options: Any) -> aiohttp.ClientSession:

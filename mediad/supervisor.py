@@ -86,6 +86,8 @@ class WorkerSpec:
     url: str
     stages: tuple[str, ...]
     gate: str
+    # The file the workers lock in turn for an oversized decode (see DecoderPool).
+    decode_lock: str
     once: bool
 
 
@@ -120,6 +122,7 @@ async def run(config: Config, url: str, *, once: bool, stop: asyncio.Event) -> N
         await daemon.skip_waiting(resources, registry)
         gate_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mediad-gate-"))
         gate = os.path.join(gate_dir, "hosts.sock")
+        decode_lock = os.path.join(gate_dir, "oversized-decodes.lock")
         download = config.download
         gate_server = GateServer(download.per_host_concurrency, concurrency=download.concurrency)
         await stack.enter_async_context(gate_server.serving(gate))
@@ -130,7 +133,7 @@ async def run(config: Config, url: str, *, once: bool, stop: asyncio.Event) -> N
         for index in range(count):
             part = shares.for_process(config, index, count)
             running = tuple(n for n in enabled if shares.stage_concurrency(part, n) > 0)
-            specs.append(WorkerSpec(index, part, url, running, gate, once))
+            specs.append(WorkerSpec(index, part, url, running, gate, decode_lock, once))
         parent = _Parent(config, specs, resources, once, stop)
         stack.enter_context(daemon.signals(stop, (signal.SIGTERM, signal.SIGINT)))
         await parent.run()
@@ -428,7 +431,9 @@ async def _work(spec: WorkerSpec, link: Connection) -> None:
     owner = daemon.worker_name(config)
     openers = {name: stages.opener(stages.named(name)) for name in spec.stages}
     size = daemon.pool_size(config)
-    async with Resources.open(config, spec.url, owner, size, host_gate=spec.gate) as resources:
+    async with Resources.open(
+        config, spec.url, owner, size, host_gate=spec.gate, decode_lock=spec.decode_lock
+    ) as resources:
         duties = daemon.Duties(
             herald, drains_alone=False, signals=(signal.SIGTERM,), serves_http=spec.index == 0
         )

@@ -20,6 +20,7 @@ import ast
 import asyncio
 import collections
 import contextlib
+import fcntl
 import functools
 import json
 import math
@@ -153,6 +154,13 @@ class _Job:
     time_limit: float
     future: asyncio.Future[dict[str, Any]]
     timer: asyncio.TimerHandle | None = None
+    # The open file holding the host's lock on oversized decodes, while this one holds it.
+    host_lock: int | None = None
+
+    def release_host_lock(self) -> None:
+        fd, self.host_lock = self.host_lock, None
+        if fd is not None:
+            os.close(fd)  # closing the file lets the lock go
 
 
 @dataclass(eq=False)
@@ -180,6 +188,7 @@ class DecoderPool:
         *,
         tasks: Mapping[str, str] = TASKS,
         ready: Collection[str] | None = None,
+        host_lock: str | None = None,
         start_on_demand: bool = False,
     ) -> None:
         for name, path in tasks.items():
@@ -193,6 +202,10 @@ class DecoderPool:
         unknown = set(self._ready) - set(self._tasks)
         if unknown:
             raise ValueError(f"ready names tasks not in the registry: {', '.join(sorted(unknown))}")
+        # A file the host's pools lock (flock) while one runs a decode over its own budget:
+        # each process of several has its share of media.decode_memory, and an oversized
+        # picture, run alone in its process, would otherwise run beside another's.
+        self._host_lock = host_lock
         self._size = config.worker_count
         self._memory = config.worker_memory
         self._time_limit = config.decode_timeout
@@ -224,13 +237,14 @@ class DecoderPool:
         *,
         tasks: Mapping[str, str] = TASKS,
         ready: Collection[str] | None = None,
+        host_lock: str | None = None,
         start: bool = True,
     ) -> AsyncIterator[DecoderPool]:
         """A pool, closed on exit: `async with DecoderPool.open(config.media) as pool`. Its
         workers start now, or with `start=False` when the first task comes: a daemon whose
         stages have nothing to decode (`run --once` over rows only to archive) never waits the
         half second the forkserver's imports take."""
-        pool = cls(config, tasks=tasks, ready=ready, start_on_demand=not start)
+        pool = cls(config, tasks=tasks, ready=ready, host_lock=host_lock, start_on_demand=not start)
         if start:
             await pool.start()
         try:
@@ -332,6 +346,13 @@ class DecoderPool:
             raise ValueError(f"the payload of {task} is {len(body)} bytes: pass bytes as a path")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         job = _Job(self._next_id, task, HEADER.pack(len(body)) + body, cost_bytes, limit, future)
+        if cost_bytes > self._budget and self._host_lock is not None:
+            # Held until the decode ends (_finish), not until this await does: a cancelled
+            # caller leaves the decode running, its memory in use.
+            job.host_lock = await _locked(self._host_lock)
+            if self._closed:
+                job.release_host_lock()
+                raise DecoderClosedError()
         self.stats.tasks += 1
         self._queue.append(job)
         self._dispatch()
@@ -364,6 +385,7 @@ class DecoderPool:
             await asyncio.gather(self._starting_all, return_exceptions=True)
         while self._queue:
             job = self._queue.popleft()
+            job.release_host_lock()
             if not job.future.done():
                 job.future.set_exception(DecoderClosedError())
         for worker in self._workers:
@@ -393,7 +415,8 @@ class DecoderPool:
         while queue:
             job = queue[0]
             if job.future.done():
-                queue.popleft()
+                queue.popleft()  # its caller was cancelled before it started
+                job.release_host_lock()
                 continue
             if not self._idle or not self._fits(job.cost):
                 return
@@ -409,6 +432,7 @@ class DecoderPool:
     def _finish(self, worker: _Worker, job: _Job, outcome: dict[str, Any] | BaseException) -> None:
         if job.timer is not None:
             job.timer.cancel()
+        job.release_host_lock()
         worker.job = None
         self._in_use -= job.cost
         if worker.usable and not self._closed:
@@ -662,6 +686,26 @@ class _Channel(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+async def _locked(path: str) -> int:
+    """An open file of `path` holding its exclusive flock, taken in a thread (it may wait for
+    another process); a caller cancelled meanwhile leaves nothing held."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    locking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+    try:
+        await asyncio.shield(locking)
+    except BaseException:
+        # Cancelled, or the flock failed: the file is closed once the thread is done with it,
+        # which lets go of a lock it took after all.
+        def close(done: asyncio.Future[None]) -> None:
+            if not done.cancelled():
+                done.exception()  # retrieved: the error on its way out is the one reported
+            os.close(fd)
+
+        locking.add_done_callback(close)
+        raise
+    return fd
 
 
 async def _kill(channel: _Channel, process: BaseProcess) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -174,6 +175,30 @@ def short_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="dec-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _until_blocked_on(path: str) -> None:
+    """Return once some process waits for a lock of the file at `path` (/proc/locks marks its
+    request "->"), looking every 10 ms for 30 s at most."""
+    inode = os.stat(path).st_ino
+    for _ in range(3000):
+        with open("/proc/locks", encoding="ascii") as locks:
+            for line in locks:
+                fields = line.split()
+                if "->" in fields and int(fields[-3].rsplit(":", 1)[1]) == inode:
+                    return
+        time.sleep(0.01)
+    raise AssertionError(f"nobody waits for the lock of {path}")
+
+
+def _lock_is_free(path: str) -> bool:
+    """Whether this process can take the file's exclusive flock now (then let go at once)."""
+    with open(path, "rb") as probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
 
 
 def overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -466,6 +491,66 @@ async def test_a_task_larger_than_the_budget_runs_alone_and_in_its_turn() -> Non
         )
     assert not overlap(big, small1) and not overlap(big, small2)
     assert small1["end"] <= big["start"] <= big["end"] <= small2["start"]
+
+
+async def test_oversized_tasks_of_the_host_s_pools_take_turns_on_its_lock(
+    short_dir: Path,
+) -> None:
+    """Each of a host's processes has its share of decode_memory: an oversized decode runs
+    alone in its pool and, holding the host's lock, never beside another pool's oversized one.
+    A decode within its budget takes no lock."""
+    lock = str(short_dir / "oversized.lock")
+
+    def opened(**overrides: Any) -> contextlib.AbstractAsyncContextManager[decoders.DecoderPool]:
+        return decoders.DecoderPool.open(media_config(**overrides), tasks=TASKS, host_lock=lock)
+
+    async with (
+        opened(workers=1, decode_memory=100) as one,
+        opened(workers=1, decode_memory=100) as other,
+    ):
+        a, b = await asyncio.gather(
+            one.run("interval", {"name": "a", "seconds": 0.3}, cost_bytes=150),
+            other.run("interval", {"name": "b", "seconds": 0.3}, cost_bytes=150),
+        )
+        assert not overlap(a, b)
+        async with Rendezvous(short_dir / "rv") as rv:
+            holding = asyncio.ensure_future(
+                one.run("hold", {"rendezvous": rv.path}, cost_bytes=150)
+            )
+            held = await rv.arrival()
+            assert not _lock_is_free(lock)
+            # Within the budget: no turn to wait for, though the lock is held.
+            assert (await other.run("echo", {"x": 1}, cost_bytes=60))["echo"] == {"x": 1}
+            held.release()
+            await holding
+        # The decode over, its lock is let go.
+        assert _lock_is_free(lock)
+
+
+async def test_a_caller_cancelled_while_waiting_for_the_host_s_lock_leaves_it_free(
+    short_dir: Path,
+) -> None:
+    lock = short_dir / "oversized.lock"
+    lock.touch()
+    # Another process's oversized decode holds the lock.
+    holder = os.open(lock, os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        async with decoders.DecoderPool.open(
+            media_config(workers=1, decode_memory=100), tasks=TASKS, host_lock=str(lock)
+        ) as pool:
+            waiting = asyncio.ensure_future(pool.run("echo", {}, cost_bytes=150))
+            await asyncio.to_thread(_until_blocked_on, str(lock))
+            assert not waiting.done()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            fcntl.flock(holder, fcntl.LOCK_UN)
+            # The abandoned wait took the lock as it was let go, and gave it back at once.
+            assert (await pool.run("echo", {"x": 2}, cost_bytes=150))["echo"] == {"x": 2}
+    finally:
+        os.close(holder)
+    assert _lock_is_free(str(lock))
 
 
 async def test_a_cancelled_queued_task_frees_its_turn(short_dir: Path) -> None:
