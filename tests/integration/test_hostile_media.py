@@ -165,16 +165,23 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 async def test_decompression_bombs_queue_within_the_memory_budget(
-    db_url: str, pool: asyncpg.Pool[Any], origin: Origin, tmp_path: Path
+    db_url: str, pool: asyncpg.Pool[Any], origin: Origin, tmp_path: Path, processes: int
 ) -> None:
     """Four 13000x13000 RGBA PNGs (0.7 MB each on the wire, 676 MB each decoded) beside 40
     photos, in one `mediad run --once`: the whole daemon, decoder workers included, stays under
-    1.2 GB resident, and every file is stored."""
-    urls = [origin.serve(f"/bomb{i}.png", bomb(), content_type="image/png") for i in range(4)]
-    urls += [origin.serve(f"/photo{i}.jpg", media.jpeg(640, 480, seed=i)) for i in range(40)]
+    1.2 GB resident, and every file is stored. With two processes, each claims a bomb among its
+    first rows: their decodes, each over its process's share of the budget, take turns."""
+    photos = [origin.serve(f"/photo{i}.jpg", media.jpeg(640, 480, seed=i)) for i in range(40)]
+    urls = []
+    for i in range(4):
+        urls.append(origin.serve(f"/bomb{i}.png", bomb(), content_type="image/png"))
+        urls += photos[i * 10 : i * 10 + 10]
     ids = await insert_urls(pool, urls)
-    env = daemon_env(db_url, tmp_path, MEDIAD_LOG_LEVEL="warning")
+    env = daemon_env(
+        db_url, tmp_path, MEDIAD_LOG_LEVEL="warning", MEDIAD_DAEMON_PROCESSES=str(processes)
+    )
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
