@@ -16,20 +16,23 @@ import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import structlog
 
 from mediad import counts, db, errors, health, migrate, progress_log, queries, stages, systemd
 from mediad.config import Config
+from mediad.db import DB_ERRORS
 from mediad.http import access
-from mediad.pool import DB_ERRORS, StagePool
 from mediad.queries import Registry
 from mediad.queue import StageQueue
 from mediad.resources import Resources
 from mediad.retry import Backoff
 from mediad.stage import Opener, Stage
+
+if TYPE_CHECKING:
+    from mediad.pool import StagePool
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +146,10 @@ async def serve(
 
 
 def _pool(config: Config, stage: Stage, queue: StageQueue) -> StagePool:
+    # Imported by the processes that run stages: the parent of several workers imports this
+    # module for its shared duties, and the pool brings the metrics (prometheus_client, 2 MB).
+    from mediad.pool import StagePool
+
     return StagePool(
         stage,
         queue,

@@ -11,6 +11,17 @@ import asyncpg
 from mediad import embedded, errors
 from mediad.config import Config
 
+# Database hiccups (a restart, a dropped connection) are waited out, never fatal. asyncpg
+# raises InternalClientError ("cannot switch to state ...") from a connection the server
+# terminated in the middle of a query: a dropped connection too.
+DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 
 def database_url(config: Config) -> str:
     """The configured URL, or the embedded server's when `database.url` is empty."""

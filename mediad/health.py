@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mediad.config import DaemonConfig
-from mediad.pool import StagePool
+
+if TYPE_CHECKING:
+    from mediad.pool import StagePool
 
 
 def stuck_after(daemon: DaemonConfig) -> float:

@@ -11,10 +11,10 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
 from mediad import errors, metrics
+from mediad.db import DB_ERRORS
 from mediad.queue import (
     Completed,
     Deferred,
@@ -30,16 +30,6 @@ from mediad.stage import Row, Stage
 
 log = structlog.get_logger(__name__)
 
-# Database hiccups (a restart, a dropped connection) are waited out, never fatal. asyncpg
-# raises InternalClientError ("cannot switch to state ...") from a connection the server
-# terminated in the middle of a query: a dropped connection too.
-DB_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    OSError,
-    TimeoutError,
-)
 _WRITERS = 2
 # How long a busy pool holds a few finished rows for others to share their write with. A row
 # waiting here no longer holds a place of `concurrency` (_free_places), so the wait delays its

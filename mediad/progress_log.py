@@ -7,11 +7,14 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from mediad.pool import DB_ERRORS, PoolStats, StagePool
+from mediad.db import DB_ERRORS
+
+if TYPE_CHECKING:
+    from mediad.pool import PoolStats, StagePool
 
 log = structlog.get_logger(__name__)
 

@@ -54,8 +54,8 @@ from mediad import daemon, errors, shares, stages, systemd
 from mediad import log as logsetup
 from mediad.config import Config
 from mediad.daemon import StageCounts
+from mediad.db import DB_ERRORS
 from mediad.net.hostgate import GateServer
-from mediad.pool import DB_ERRORS
 from mediad.queue import StageQueue
 from mediad.resources import Resources
 from mediad.stage import Declaration, Row, Stage

@@ -23,7 +23,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from mediad.commands import status
-from mediad.pool import DB_ERRORS, StagePool
+from mediad.db import DB_ERRORS
+from mediad.pool import StagePool
 from mediad.queries import Registry
 from mediad.storage.local import Store, store_size
 

@@ -25,9 +25,9 @@ from aiohttp import web
 
 from mediad import queries
 from mediad.commands import url
+from mediad.db import DB_ERRORS
 from mediad.http.collectors import CountsCache
 from mediad.net import platforms
-from mediad.pool import DB_ERRORS
 from mediad.queries import Registry
 from mediad.resources import Resources
 

@@ -25,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediad import db, errors, health
 from mediad.config import Config, HttpConfig
+from mediad.db import DB_ERRORS
 from mediad.http import collectors, pages
 from mediad.http.access import check_access
-from mediad.pool import DB_ERRORS, StagePool
+from mediad.pool import StagePool
 from mediad.queries import Registry
 from mediad.resources import Resources
 
