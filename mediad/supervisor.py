@@ -7,7 +7,9 @@ parent holds what must be one per host:
 
 - the embedded PostgreSQL (started before the workers, by daemon.run), the migration and the
   sweep of rows left waiting for disabled stages;
-- per_host_concurrency and the host circuit breaker (net/hostgate.GateServer, a unix socket);
+- per_host_concurrency and the host circuit breaker (net/hostgate.GateServer, a unix socket),
+  and beside its socket the file the workers lock in turn to run a decode over their share of
+  media.decode_memory (media/decoders.py), so that only one such runs on the host at once;
 - the eviction loop;
 - signals: SIGTERM or SIGINT is passed to every worker as SIGTERM, and each drains within
   daemon.shutdown_grace (a worker not gone some seconds after that is killed); a second signal
