@@ -109,11 +109,18 @@ def _split(url: str) -> SplitResult | None:
         return None
 
 
+# Each platform's domains, for a lookup of a host and its parent domains (a host's few labels,
+# instead of every domain of every platform against each row's URL).
+_BY_DOMAIN: dict[str, Platform] = {d: p for p in reversed(PLATFORMS) for d in p.domains}
+
+
 def _platform(parts: SplitResult | None) -> Platform | None:
     host = (parts.hostname or "").rstrip(".") if parts is not None else ""
-    for platform in PLATFORMS:
-        if any(host == d or host.endswith("." + d) for d in platform.domains):
-            return platform
+    while host:
+        found = _BY_DOMAIN.get(host)
+        if found is not None:
+            return found
+        host = host.partition(".")[2]
     return None
 
 
