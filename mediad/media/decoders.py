@@ -781,6 +781,11 @@ def _task_error(task: str, record: dict[str, Any]) -> DecoderError:
 
 # --- admission ------------------------------------------------------------------------------------
 
+# What decoding a video's first frames takes besides its frames: FFmpeg's buffers and a few
+# frames in flight in its threads. The download's probe is admitted at this; a derive's at
+# this plus the frames it keeps.
+VIDEO_DECODE_BYTES = 64 * 1024 * 1024
+
 
 def pixel_bytes(header: Mapping[str, Any]) -> int:
     """The memory one frame of a picture decodes into, from the `image_header` task's result

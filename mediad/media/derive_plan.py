@@ -17,8 +17,6 @@ NOTHING_TO_STRIP = frozenset({"image/gif", "image/bmp"})
 _STREAMED = frozenset({"image/png", "image/apng", "image/tiff"})
 _STREAMED_ROWS_HELD = 2048
 _STREAMED_BUFFERS = 20 * 1024 * 1024
-# What a video's decode takes besides its frame (FFmpeg's buffers, a few frames in flight).
-VIDEO_DECODE_BYTES = 64 * 1024 * 1024
 
 
 def draft_box(width: int, height: int, longest: int) -> tuple[int, int]:

@@ -205,7 +205,7 @@ class Deriver:
         and the shrink-on-load factor, a video's from its frame size."""
         if kind == "video":
             frame = (row.width or 1920) * (row.height or 1080) * 3
-            return derive_plan.VIDEO_DECODE_BYTES + 2 * frame
+            return decoders.VIDEO_DECODE_BYTES + 2 * frame
         header = await self._decoders.run(
             "derive_header", {"path": payload["path"], "mime_type": row.mime_type}
         )

@@ -37,10 +37,6 @@ MAX_URL_LENGTH = 8192
 # more threads than cores: the cores probe and hash while other threads wait (on 2 cores, 16
 # threads stored 5,000 photos 25% faster than 4, and finished rows in bigger batches)...
 _THREADS = min(64, 8 * (os.cpu_count() or 2))
-# Probes run in the decoder workers, admitted by the memory their decode takes: a picture's
-# pixels from its header; a video's first frames, which the probe decodes, at this estimate (a
-# few 4K frames in flight in FFmpeg's threads).
-_VIDEO_DECODE_BYTES = 64 * 1024 * 1024
 
 
 @contextlib.asynccontextmanager
@@ -210,7 +206,7 @@ class Downloader:
         if mime == "image/jpeg":
             cost = 0  # walked, not decoded (jpeg.py)
         elif mime in containers.FAMILIES:
-            cost = _VIDEO_DECODE_BYTES
+            cost = decoders.VIDEO_DECODE_BYTES  # the probe decodes its first frames
         else:
             # An image (or not known yet): its header says how much its pixels will take.
             try:
