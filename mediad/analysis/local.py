@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mediad.analysis import colors, hashes, ocr
-from mediad.media import frames, images
+from mediad.media import frames, info
 
 SCHEMA = "mediad.analysis/1"
 BACKEND = "local"
@@ -56,7 +56,7 @@ def analyze_file(
     mime_type: str | None = None,
     *,
     max_px: int = MAX_PX,
-    max_pixels: int = images.MAX_IMAGE_PIXELS,
+    max_pixels: int = info.MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
     """The document of an image or a video, by its type (sniffed from its bytes when not given)."""
     mime_type = mime_type or frames.sniffed_type(path)
@@ -74,7 +74,7 @@ def analyze_image_file(
     mime_type: str | None = None,
     *,
     max_px: int = MAX_PX,
-    max_pixels: int = images.MAX_IMAGE_PIXELS,
+    max_pixels: int = info.MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
     """The document of one image: its first frame, upright, no larger than `max_px`.
 
@@ -96,7 +96,7 @@ def analyze_video_file(
     mime_type: str | None = None,
     *,
     max_px: int = MAX_PX,
-    max_pixels: int = images.MAX_IMAGE_PIXELS,
+    max_pixels: int = info.MAX_IMAGE_PIXELS,
     positions: tuple[float, ...] = VIDEO_POSITIONS,
 ) -> dict[str, Any]:
     """The document of a video: each frame at `positions` (fractions of its length) analysed

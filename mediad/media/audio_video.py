@@ -12,7 +12,7 @@ from typing import Any
 import av
 
 from mediad import errors
-from mediad.media import clean, images
+from mediad.media import clean, info
 from mediad.media.containers import FAMILIES, OPTIONS, Family
 from mediad.media.info import MediaInfo, MediaKind
 
@@ -61,7 +61,7 @@ def _read_container(
 
     width = height = None
     if video is not None:
-        images.check_pixels(
+        info.check_pixels(
             (video.codec_context.width, video.codec_context.height), max_pixels, described
         )
         frame = _first_frame(container, video, described)

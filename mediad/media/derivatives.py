@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from PIL import Image, ImageCms, ImageOps
 
 from mediad import errors
-from mediad.media import images, public
+from mediad.media import images, info, public
 from mediad.media.derive_plan import NOTHING_TO_STRIP, draft_box
 
 # Which library decodes each type (see the module docstring).
@@ -205,7 +205,7 @@ def _pillow_open(path: str, mime_type: str, longest: int) -> tuple[_Picture, dic
     described = f"the stored {pillow_format} image"
     try:
         with Image.open(path, formats=[pillow_format]) as img:
-            images.check_pixels(img.size, images.MAX_IMAGE_PIXELS, described)
+            info.check_pixels(img.size, info.MAX_IMAGE_PIXELS, described)
             width, height = img.size
             if pillow_format == "JPEG":
                 img.draft(None, draft_box(width, height, longest))
@@ -303,7 +303,7 @@ def _poster(path: str) -> tuple[_Picture, dict[str, Any]]:
     if rotation:
         # The display matrix's angle is counterclockwise, as is Pillow's rotate.
         image = image.rotate(rotation, expand=True)
-    images.check_pixels(image.size, images.MAX_IMAGE_PIXELS, "the video's frame")
+    info.check_pixels(image.size, info.MAX_IMAGE_PIXELS, "the video's frame")
     picture, _ = _pillow_srgb(image, None)
     source = {
         "engine": "pyav",
@@ -418,7 +418,7 @@ def _vips_open(path: str, mime_type: str, longest: int) -> tuple[_Picture, dict[
     pyvips.operation_block_set(VIPS_LOADERS[mime_type], False)
     try:
         with Image.open(path, formats=[images.FORMATS[mime_type]]) as img:
-            images.check_pixels(img.size, images.MAX_IMAGE_PIXELS, f"the stored {mime_type}")
+            info.check_pixels(img.size, info.MAX_IMAGE_PIXELS, f"the stored {mime_type}")
             icc = img.info.get("icc_profile")
     except errors.MediadError:
         raise

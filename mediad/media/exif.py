@@ -1,5 +1,8 @@
 """EXIF as a row's metadata: camera, lens, software, capture time, GPS position and
 orientation by name, then every other tag whose value survives as JSON.
+
+Read by tiff.py from the EXIF block's bytes, as Pillow would read them, without Pillow: a JPEG's
+metadata is read in the daemon itself (jpeg.py), where no decoder runs.
 """
 
 from __future__ import annotations
@@ -7,27 +10,61 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from fractions import Fraction
 from typing import Any
 
-from PIL import ExifTags, Image, TiffImagePlugin
+from PIL import ExifTags
 
-from mediad.media import clean
+from mediad.media import clean, tiff
 
 # Longer sequences in EXIF are tables (curves, vendor blobs), not metadata worth a JSONB row.
 _MAX_SEQUENCE = 64
+# What Pillow strips from an EXIF block before its TIFF header (Image.Exif.load).
+_EXIF_PREFIX = re.compile(rb"^(Exif\x00\x00){1,2}")
+# Where EXIF has no orientation, an XMP packet's is taken (as Pillow's getexif does).
+_XMP_ORIENTATION = r'tiff:Orientation(="|>)([0-9])'
 
 
-def metadata(img: Image.Image) -> dict[str, Any]:
-    """Camera, time, place and orientation from EXIF; a damaged EXIF block only loses those."""
+def metadata(block: tiff.Buffer | None, xmp: str | bytes | None = None) -> dict[str, Any]:
+    """Camera, time, place and orientation from an EXIF block (a JPEG's APP1 or a PNG's eXIf,
+    with or without its "Exif" prefix) and an XMP packet; a damaged block only loses those."""
+    if block is not None:
+        block = _EXIF_PREFIX.sub(b"", bytes(block))
+    return _from_tiff(block or None, None, xmp)
+
+
+def tiff_metadata(data: tiff.Buffer, offset: int, xmp: str | bytes | None = None) -> dict[str, Any]:
+    """The same for a TIFF file, whose own directory at `offset` holds its EXIF tags."""
+    return _from_tiff(data, offset, xmp)
+
+
+def _from_tiff(
+    data: tiff.Buffer | None, offset: int | None, xmp: str | bytes | None
+) -> dict[str, Any]:
     try:
-        exif = img.getexif()
-        if not exif:
-            return {}
-        exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
-        gps_ifd = exif.get_ifd(ExifTags.IFD.GPSInfo)
-    except Exception as exc:
-        return {"exif_error": clean.reason(exc)}
+        if data is None:
+            exif: dict[int, Any] = {}
+            exif_ifd: dict[int, Any] = {}
+            gps_ifd: dict[int, Any] = {}
+        else:
+            structure = tiff.Tiff(data)
+            exif = structure.directory(
+                structure.first if offset is None else offset, longest=_MAX_SEQUENCE
+            )
+            exif_ifd = structure.directory(
+                exif.get(ExifTags.IFD.Exif), ExifTags.IFD.Exif, longest=_MAX_SEQUENCE
+            )
+            gps_ifd = structure.directory(
+                exif.get(ExifTags.IFD.GPSInfo), ExifTags.IFD.GPSInfo, longest=_MAX_SEQUENCE
+            )
+    except tiff.TiffError as exc:
+        return {"exif_error": f"the EXIF block {exc}"}
+    if ExifTags.Base.Orientation not in exif and xmp:
+        pattern = _XMP_ORIENTATION if isinstance(xmp, str) else _XMP_ORIENTATION.encode()
+        found = re.search(pattern, xmp)  # type: ignore[arg-type]
+        if found:
+            exif[ExifTags.Base.Orientation] = int(found[2])
+    if not exif:
+        return {}
 
     out: dict[str, Any] = {}
     for key, tag in (
@@ -124,10 +161,9 @@ def _degrees(value: object, ref: object) -> float | None:
 
 
 def _float(value: object) -> float | None:
-    """A finite float from an int, float or rational; None for 0/0, NaN and anything else."""
-    if isinstance(value, bool) or not isinstance(
-        value, int | float | Fraction | TiffImagePlugin.IFDRational
-    ):
+    """A finite float from an int or float (a rational is one: tiff.py); None for NaN (a zero
+    denominator) and anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
         number = float(value)
@@ -149,7 +185,7 @@ _SKIPPED_EXIF_TAGS = frozenset(
 )
 
 
-def _exif_tags(exif: Image.Exif, exif_ifd: dict[int, Any]) -> dict[str, Any]:
+def _exif_tags(exif: dict[int, Any], exif_ifd: dict[int, Any]) -> dict[str, Any]:
     """IFD0 and Exif IFD tags by name, keeping only values that survive as JSON."""
     out: dict[str, Any] = {}
     for tags in (exif, exif_ifd):
@@ -172,7 +208,7 @@ def _json_value(value: object) -> Any:
         return value if abs(value) < 2**53 else None
     if isinstance(value, str):
         return clean.string(value) or None
-    if isinstance(value, float | Fraction | TiffImagePlugin.IFDRational):
+    if isinstance(value, float):
         number = _float(value)
         return None if number is None else round(number, 6)
     if isinstance(value, tuple | list) and 0 < len(value) <= _MAX_SEQUENCE:

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from mediad import errors
-from mediad.media import clean, containers, images, sniff
+from mediad.media import clean, containers, images, info, sniff
 
 # Packets read after a seek before the wanted frame must have come (a key frame every few
 # seconds is the norm; a 10-minute GOP is not): past it, the last frame decoded is taken.
@@ -56,7 +56,7 @@ def sniffed_type(path: str | Path) -> str:
 
 
 def open_picture(
-    path: str | Path, mime_type: str, *, longest: int, max_pixels: int = images.MAX_IMAGE_PIXELS
+    path: str | Path, mime_type: str, *, longest: int, max_pixels: int = info.MAX_IMAGE_PIXELS
 ) -> Picture:
     """An image's first frame, upright (EXIF orientation applied), RGB (transparency over
     white), at most `longest` pixels on its long side; a JPEG is decoded shrunk (draft)."""
@@ -66,7 +66,7 @@ def open_picture(
     described = f"{pillow_format} image"
     try:
         with Image.open(path, formats=[pillow_format]) as img:
-            images.check_pixels(img.size, max_pixels, described)
+            info.check_pixels(img.size, max_pixels, described)
             width, height = img.size
             if img.getexif().get(_ORIENTATION) in {5, 6, 7, 8}:
                 width, height = height, width  # a quarter turn: shown with the sides swapped
@@ -101,7 +101,7 @@ def video_frames(
     positions: tuple[float, ...],
     *,
     longest: int,
-    max_pixels: int = images.MAX_IMAGE_PIXELS,
+    max_pixels: int = info.MAX_IMAGE_PIXELS,
 ) -> tuple[float, list[Frame]]:
     """The video's length (seconds) and its first frame at or after each position (a fraction
     of its length), upright (display rotation applied), at most `longest` on the long side."""
@@ -131,7 +131,7 @@ def video_frames(
             if stream is None:
                 raise errors.UnsupportedMediaError(f"{described} has no video stream")
             size = (stream.codec_context.width, stream.codec_context.height)
-            images.check_pixels(size, max_pixels, described)
+            info.check_pixels(size, max_pixels, described)
             # One decoding thread: the parallelism is the pool's, one task per core.
             stream.codec_context.thread_count = 1
             duration = _duration(container, stream)

@@ -14,21 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from mediad import errors
-from mediad.media import clean, exif, gif, jpeg, png
+from mediad.media import clean, exif, gif, info, jpeg, png
 from mediad.media.info import MediaInfo
 
-# Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
-# non-JPEG image to well under 1 GB. JPEGs are not decoded (see probe).
-MAX_IMAGE_PIXELS = 178_956_970
 # Pillow checks this global in Image.open, before any pixel is decoded: a second line of
 # defence behind the explicit check below, for any code in the process that opens images.
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+Image.MAX_IMAGE_PIXELS = info.MAX_IMAGE_PIXELS
 
-# The allowlist: the Pillow format each sniffed type may be opened as, and no other. MPO (in
-# _TYPES) is what Pillow calls a JPEG carrying several pictures (many phones write them).
+# The allowlist: the Pillow format each sniffed type may be opened as, and no other. (An MPO,
+# what Pillow calls a JPEG carrying several pictures, is a JPEG here: jpeg.py.)
 FORMATS: dict[str, str] = {
     "image/jpeg": "JPEG",
     "image/png": "PNG",
@@ -40,7 +37,6 @@ FORMATS: dict[str, str] = {
 }
 _TYPES: dict[str, tuple[str, str]] = {
     "JPEG": ("image/jpeg", "jpg"),
-    "MPO": ("image/jpeg", "jpg"),
     "PNG": ("image/png", "png"),
     "GIF": ("image/gif", "gif"),
     "WEBP": ("image/webp", "webp"),
@@ -48,13 +44,16 @@ _TYPES: dict[str, tuple[str, str]] = {
     "TIFF": ("image/tiff", "tif"),
 }
 _ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
-# The formats whose structure is walked; the others' verify() and decode do the proving.
-_WALKED = frozenset({"JPEG", "GIF", "PNG"})
-_STRUCTURE_ERRORS = (jpeg.JpegStructureError, gif.GifStructureError, png.PngStructureError)
+# The formats whose structure is walked; the others' verify() and decode do the proving. A
+# JPEG is walked alone (jpeg.probe): Pillow never opens it to probe it.
+_WALKED = frozenset({"GIF", "PNG"})
+_STRUCTURE_ERRORS = (gif.GifStructureError, png.PngStructureError)
 
 
 def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = None) -> MediaInfo:
     """Prove an image whole (decoded, walked, or both) and read its size, frames and EXIF."""
+    if pillow_format == "JPEG":
+        return _walk(lambda walked: jpeg.probe(walked, max_pixels), path, data)
     described = f"{pillow_format} image"
 
     def source() -> Path | io.BytesIO:
@@ -63,11 +62,11 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
     try:
         if pillow_format not in _WALKED:
             with Image.open(source(), formats=[pillow_format]) as img:
-                check_pixels(img.size, max_pixels, described)
+                info.check_pixels(img.size, max_pixels, described)
                 img.verify()
         # verify() leaves the image unusable; a fresh open reads the pixels and the EXIF.
         with Image.open(source(), formats=[pillow_format]) as img:
-            check_pixels(img.size, max_pixels, described)
+            info.check_pixels(img.size, max_pixels, described)
             requested, pillow_format = pillow_format, img.format or pillow_format
             width, height = img.size
             metadata: dict[str, Any] = {"format": pillow_format, "mode": img.mode}
@@ -75,7 +74,7 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
             if requested == "GIF":
                 frames = _walk(gif.check_structure, path, data)
                 # Pillow widens the picture to fit a frame drawn past the screen's edge.
-                check_pixels((frames.width, frames.height), max_pixels, described)
+                info.check_pixels((frames.width, frames.height), max_pixels, described)
                 frame_count = frames.count
             elif requested == "PNG":
                 frame_count = _walk(png.check_structure, path, data)
@@ -85,14 +84,8 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
             if frame_count is not None:
                 metadata["frame_count"] = frame_count
                 metadata["animated"] = frame_count > 1
-            if requested == "JPEG":
-                # Pillow has parsed the headers; the walk proves the rest is there, which a
-                # decode would not (libjpeg pads a missing tail with grey), for a fraction of
-                # its CPU.
-                _walk(jpeg.check_structure, path, data)
-            else:
-                img.load()  # of an animation, its first frame only
-            metadata.update(exif.metadata(img))
+            img.load()  # of an animation, its first frame only
+            metadata.update(_exif(img, path, data))
     except _STRUCTURE_ERRORS as exc:
         raise errors.CorruptMediaError(f"{described} is damaged: it {exc}") from exc
     except errors.MediadError:
@@ -105,10 +98,23 @@ def probe(path: Path, pillow_format: str, max_pixels: int, data: bytes | None = 
         ) from exc
 
     mime_type, extension = _TYPES[pillow_format]
-    if metadata.get("orientation") in {5, 6, 7, 8}:
-        # Orientations 5-8 turn the picture a quarter: viewers show it with the sides swapped.
-        width, height = height, width
-    return MediaInfo(mime_type, extension, "image", width, height, None, metadata)
+    return info.picture(mime_type, extension, width, height, metadata)
+
+
+def _exif(img: Image.Image, path: Path, data: bytes | None) -> dict[str, Any]:
+    """The EXIF of a picture Pillow opened, read by exif.py from where Pillow found it: an
+    EXIF chunk, a PNG's hex text of one, or (a TIFF) the file's own directory."""
+    xmp = img.info.get("XML:com.adobe.xmp") or img.info.get("xmp")
+    block = img.info.get("exif")
+    if block is None and "Raw profile type exif" in img.info:
+        try:
+            block = bytes.fromhex("".join(img.info["Raw profile type exif"].split("\n")[3:]))
+        except ValueError as exc:
+            return {"exif_error": f"the PNG's EXIF text is not hex: {exc}"}
+    if block is None and isinstance(img, TiffImagePlugin.TiffImageFile):
+        offset = img.tag_v2.offset
+        return _walk(lambda walked: exif.tiff_metadata(walked, offset, xmp), path, data)
+    return exif.metadata(block, xmp)
 
 
 _Walked = TypeVar("_Walked")
@@ -122,16 +128,6 @@ def _walk(check: Callable[[bytes | mmap.mmap], _Walked], path: Path, data: bytes
     # page once, and the page cache already holds them.
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         return check(mapped)
-
-
-def check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None:
-    """MediaTooLargeError unless a picture of `size` is within `max_pixels` (video frames too)."""
-    width, height = size
-    if width * height > max_pixels:
-        raise errors.MediaTooLargeError(
-            f"{described} is {width}x{height} = {width * height} pixels, over the bound of "
-            f"{max_pixels}"
-        )
 
 
 # --- decoder tasks (decoders.TASKS) ---------------------------------------------------------------

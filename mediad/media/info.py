@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mediad import errors
+
 MediaKind = Literal["image", "video", "audio", "document"]
+
+# Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
+# non-JPEG image to well under 1 GB. JPEGs are not decoded to be probed (jpeg.py).
+MAX_IMAGE_PIXELS = 178_956_970
 
 
 @dataclass(frozen=True)
@@ -43,3 +49,23 @@ _FOLDERS: dict[MediaKind, str] = {
     "audio": "audio",
     "document": "documents",
 }
+
+
+def picture(
+    mime_type: str, extension: str, width: int, height: int, metadata: dict[str, Any]
+) -> MediaInfo:
+    """A still or animated picture's MediaInfo, its size as viewers show it: EXIF orientations
+    5-8 (metadata["orientation"]) turn it a quarter, so its sides swap."""
+    if metadata.get("orientation") in {5, 6, 7, 8}:
+        width, height = height, width
+    return MediaInfo(mime_type, extension, "image", width, height, None, metadata)
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, described: str) -> None:
+    """MediaTooLargeError unless a picture of `size` is within `max_pixels` (video frames too)."""
+    width, height = size
+    if width * height > max_pixels:
+        raise errors.MediaTooLargeError(
+            f"{described} is {width}x{height} = {width * height} pixels, over the bound of "
+            f"{max_pixels}"
+        )

@@ -18,14 +18,25 @@ after it (a width or a sampling factor overwritten by another legal one): damage
 few hundred bytes, which a download, failing at the end, does not cause. Walking a 200 kB
 photo costs under 0.1 ms; decoding it, even at 1/8 scale, about 1.5 ms, since every
 entropy-coded bit must still be Huffman-decoded.
+
+The walk also keeps what a probe reports (`probe`): the frame's size and components, the EXIF
+and XMP segments and the MP index, from which the metadata is read as Pillow reads it, with
+the refusals Pillow's JPEG reader adds to libjpeg's (a precision other than 8 bits, a component
+count other than 1, 3 or 4, a quantization table cut short, a JFIF or Adobe segment too short to
+read). It is pure Python over bytes held in memory, with no decoder behind it, so the daemon
+runs it on a downloaded photo itself: no trip to a decoder worker (see decoders.py) for the
+commonest file it stores.
 """
 
 from __future__ import annotations
 
 import mmap
 import re
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mediad import errors
+from mediad.media import exif, info, tiff
 
 _SOI = 0xD8
 _EOI = 0xD9
@@ -45,29 +56,69 @@ _FF_NOT_DATA = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _AFTER_SCAN = frozenset({_EOI, _SOS, _DHT, _DQT, 0xCC, 0xDC, 0xDD, 0xFE, *range(0xE0, 0xF0)}) | _SOF
 
 
+_APP0, _APP1, _APP2, _APP14 = 0xE0, 0xE1, 0xE2, 0xEE
+_EXIF_HEADER = b"Exif\0\0"
+_XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
+_MPF_HEADER = b"MPF\0"
+# An Ultra HDR picture's gain map: Pillow reads such a file as one JPEG, not as an MPO.
+_GAIN_MAP = b' hdrgm:Version="'
+# EXIF segments are joined up to this size; any beyond are left unread. Extended EXIF rarely
+# needs more than a few segments of 64 kB, and a file of nothing but EXIF segments must not
+# cost its own size again in memory.
+MAX_EXIF = 4 * 1024**2
+# What Pillow calls a JPEG by its component count (JpegImagePlugin.SOF).
+_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
+
+
 class JpegStructureError(errors.MediadError):
     """The bytes start as a JPEG but are not a whole, well-formed one; the message says where."""
 
 
-def check_structure(data: bytes | mmap.mmap) -> None:
-    """Raise JpegStructureError unless `data` is a JPEG walked intact from SOI to EOI."""
+@dataclass(frozen=True)
+class Jpeg:
+    """What the walk of a whole JPEG found before its first scan."""
+
+    width: int
+    height: int
+    precision: int
+    components: int
+    # The APP1 EXIF segments, joined as Pillow joins them; the last XMP packet; the MP index.
+    exif: bytes | None
+    xmp: bytes | None
+    mp_index: bytes | None
+    gain_map: bool
+
+
+def check_structure(data: bytes | mmap.mmap) -> Jpeg:
+    """What the JPEG in `data` holds; JpegStructureError unless it is walked intact from SOI to
+    EOI."""
     size = len(data)
     if size < 4 or data[0] != 0xFF or data[1] != _SOI:
         raise JpegStructureError("has no JPEG start-of-image marker")
     position = 2
-    components: frozenset[int] = frozenset()  # the frame's component ids, once its SOF is read
+    frame: _Frame | None = None
     scan_seen = False
+    exif_parts: list[bytes] = []
+    exif_size = 0
+    xmp: bytes | None = None
+    mp_index: bytes | None = None
+    gain_map = False
     while True:
         position = _next_marker(data, position)
         marker = data[position]
         if marker == _EOI:
-            if not scan_seen:
+            if frame is None or not scan_seen:
                 raise JpegStructureError("reaches its end-of-image marker before any image data")
-            return
-        if marker in _STANDALONE:
+            exif_block = b"".join(exif_parts) if exif_parts else None
+            return Jpeg(
+                frame.width, frame.height, frame.precision, frame.count, exif_block, xmp,
+                mp_index, gain_map,
+            )  # fmt: skip
+        if marker in _STANDALONE and (scan_seen or marker != 0x01):
             position += 1
             continue
         if marker == _SOI or marker < 0xC0:
+            # TEM (0x01) too, before the first scan: Pillow's reader knows no such marker.
             raise JpegStructureError(f"holds the invalid marker 0x{marker:02x} at byte {position}")
         length = int.from_bytes(data[position + 1 : position + 3], "big")
         end = position + 1 + length
@@ -77,28 +128,109 @@ def check_structure(data: bytes | mmap.mmap) -> None:
                 f" runs past its end (byte {size})"
             )
         if marker in _SOF:
-            if components:
+            if frame is not None:
                 raise JpegStructureError(f"has a second frame header at byte {position}")
-            components = _frame_components(bytes(data[position + 3 : end]), position)
+            frame = _frame(bytes(data[position + 3 : end]), position)
         elif marker == _DHT:
             _check_huffman_tables(bytes(data[position + 3 : end]), position)
         elif marker == _DQT:
-            _check_quantization_tables(bytes(data[position + 3 : end]), position)
+            _check_quantization_tables(bytes(data[position + 3 : end]), position, scan_seen)
         elif marker == _SOS:
-            if not components:
+            if frame is None:
                 raise JpegStructureError("has image data before its frame header")
-            _check_scan_header(bytes(data[position + 3 : end]), position, components)
+            _check_scan_header(bytes(data[position + 3 : end]), position, frame.ids)
             scan_seen = True
             end = _end_of_scan(data, end)
+        elif scan_seen:
+            pass  # Pillow reads no segment after the first scan's header, nor does a probe
+        elif marker == _APP1:
+            body = bytes(data[position + 3 : end])
+            if body.startswith(_EXIF_HEADER) and exif_size + len(body) <= MAX_EXIF:
+                # A second EXIF segment continues the first (Pillow's JpegImagePlugin.APP).
+                exif_parts.append(body[6:] if exif_parts else body)
+                exif_size += len(body)
+            elif body.startswith(_XMP_HEADER):
+                xmp = body.split(b"\x00", 1)[1]
+            gain_map = gain_map or _GAIN_MAP in body
+        elif marker == _APP2:
+            if data[position + 3 : position + 7] == _MPF_HEADER:
+                mp_index = bytes(data[position + 7 : end])
+        elif marker in (_APP0, _APP14):
+            header = b"JFIF" if marker == _APP0 else b"Adobe"
+            if data[position + 3 : position + 3 + len(header)] == header and length - 2 < 7:
+                raise JpegStructureError(
+                    f"has a {header.decode()} segment at byte {position} too short to hold one"
+                )
         position = end
 
 
-# The header checks below are libjpeg's own (jdmarker.c, jdhuff.c), no stricter: a file failing
-# one is a file libjpeg refuses to decode, however whole its bytes are.
+def probe(data: bytes | mmap.mmap, max_pixels: int) -> info.MediaInfo:
+    """What the JPEG in `data` is, proven whole: its size as viewers show it, its mode, whether
+    it is an MPO, and its EXIF; an errors.MediaError when it is damaged or too large."""
+    try:
+        found = check_structure(data)
+    except JpegStructureError as exc:
+        raise errors.CorruptMediaError(f"JPEG image is damaged: it {exc}") from exc
+    described = "JPEG image"
+    if found.precision != 8 or found.components not in _MODES:
+        problem = (
+            f"{found.precision}-bit layers"
+            if found.precision != 8
+            else f"{found.components}-layer images"
+        )
+        # As Pillow says it: a picture no derivative could be made of.
+        raise errors.CorruptMediaError(f"{described} does not decode: cannot handle {problem}")
+    info.check_pixels((found.width, found.height), max_pixels, described)
+    metadata: dict[str, Any] = {
+        "format": "MPO" if _is_mpo(found) else "JPEG",
+        "mode": _MODES[found.components],
+    }
+    metadata.update(exif.metadata(found.exif, found.xmp))
+    return info.picture("image/jpeg", "jpg", found.width, found.height, metadata)
 
 
-def _frame_components(body: bytes, position: int) -> frozenset[int]:
-    """The component ids a frame header (SOF) declares, once it is checked."""
+def _is_mpo(found: Jpeg) -> bool:
+    """Whether Pillow opens the JPEG as an MPO: its MP index names more than one picture, each
+    a JPEG, and it holds no Ultra HDR gain map (jpeg_factory, _getmp). An index that cannot be
+    read leaves a JPEG: Pillow ignores most such indexes, and refuses the file for a table of
+    entries cut short, but the walk has proven the picture itself whole."""
+    if found.mp_index is None or found.gain_map:
+        return False
+    try:
+        index = tiff.Tiff(found.mp_index)
+    except tiff.TiffError:
+        return False
+    entries = index.directory(index.first)
+    count, table = entries.get(0xB001), entries.get(0xB002)
+    if not isinstance(count, int) or count <= 1:
+        return False
+    if not isinstance(table, bytes) or len(table) < 16 * count:
+        return False
+    order: Literal["big", "little"] = (
+        "big" if found.mp_index.startswith(b"MM\x00\x2a") else "little"
+    )
+    # Each 16-byte entry's attribute holds the picture's format in bits 24-26: 0 is JPEG.
+    return all(
+        int.from_bytes(table[at : at + 4], order) >> 24 & 7 == 0 for at in range(0, 16 * count, 16)
+    )
+
+
+# The header checks below are libjpeg's own (jdmarker.c, jdhuff.c), no stricter, except where a
+# docstring says Pillow's reader is: a file failing one is a file libjpeg (or Pillow, which the
+# derive stage opens it with) refuses, however whole its bytes are.
+
+
+@dataclass(frozen=True)
+class _Frame:
+    precision: int
+    width: int
+    height: int
+    count: int  # of components, as declared
+    ids: frozenset[int]
+
+
+def _frame(body: bytes, position: int) -> _Frame:
+    """A frame header (SOF), once it is checked."""
     if len(body) < 6:
         raise JpegStructureError(f"has a frame header at byte {position} too short to hold one")
     precision, height, width, count = body[0], _u16(body, 1), _u16(body, 3), body[5]
@@ -115,7 +247,7 @@ def _frame_components(body: bytes, position: int) -> frozenset[int]:
         if not (1 <= sampling >> 4 <= 4 and 1 <= sampling & 0x0F <= 4 and table < 4):
             raise JpegStructureError(f"has a frame header at byte {position} with a bad component")
         ids.add(body[offset])
-    return frozenset(ids)
+    return _Frame(precision, width, height, count, frozenset(ids))
 
 
 def _check_huffman_tables(body: bytes, position: int) -> None:
@@ -142,14 +274,17 @@ def _check_huffman_tables(body: bytes, position: int) -> None:
         offset += 17 + total
 
 
-def _check_quantization_tables(body: bytes, position: int) -> None:
-    """Each table: precision and id, then 64 values (libjpeg accepts a last one cut short)."""
+def _check_quantization_tables(body: bytes, position: int, after_scan: bool) -> None:
+    """Each table: precision and id, then 64 values. libjpeg accepts a last one cut short, but
+    Pillow's reader refuses one before the first scan."""
     offset = 0
     while offset < len(body):
         precision, index = body[offset] >> 4, body[offset] & 0x0F
         if index > 3:
             raise JpegStructureError(f"has a bogus quantization table at byte {position}")
         offset += 1 + 64 * (2 if precision else 1)
+        if offset > len(body) and not after_scan:
+            raise JpegStructureError(f"has a quantization table at byte {position} cut short")
 
 
 def _check_scan_header(body: bytes, position: int, components: frozenset[int]) -> None:

@@ -1,9 +1,10 @@
 """Knowing what was fetched: sniff the bytes, prove them whole, and read their metadata.
 
 `probe_file` is the one entry point (the daemon runs it in a decoder worker process, as the
-task `probe_task`): sniff.py names the type from the magic bytes, then the
-one prover of that type opens the file: images.py (Pillow, the JPEG walk of jpeg.py, EXIF by
-exif.py), audio_video.py (PyAV) or documents.py (PDF). Each returns a `MediaInfo` (info.py)
+task `probe_task`; a photo it holds in memory it proves itself with jpeg.probe): sniff.py names
+the type from the magic bytes, then the one prover of that type opens the file: jpeg.py (a walk
+of its structure, EXIF by exif.py, no Pillow), images.py (Pillow, for the other pictures),
+audio_video.py (PyAV) or documents.py (PDF). Each returns a `MediaInfo` (info.py)
 or raises an errors.MediaError. Everything here is synchronous and CPU- or disk-bound.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mediad import errors
-from mediad.media import audio_video, containers, documents, images, sniff
+from mediad.media import audio_video, containers, documents, images, info, sniff
 from mediad.media.info import MediaInfo
 
 __all__ = ["MediaInfo", "probe_file", "probe_task"]
@@ -29,7 +30,7 @@ def probe_file(
     path: Path,
     *,
     declared_type: str | None = None,
-    max_image_pixels: int = images.MAX_IMAGE_PIXELS,
+    max_image_pixels: int = info.MAX_IMAGE_PIXELS,
     data: bytes | None = None,
 ) -> MediaInfo:
     """Identify the file at `path` from its bytes and prove it whole; raise an errors.MediaError.
@@ -63,5 +64,5 @@ def probe_file(
 def probe_task(payload: dict[str, Any]) -> dict[str, Any]:
     """probe_file as a decoder task: {"path", "declared_type"} in, the MediaInfo's fields out
     (MediaInfo.from_task reads them back)."""
-    info = probe_file(Path(payload["path"]), declared_type=payload.get("declared_type"))
-    return info.to_task()
+    found = probe_file(Path(payload["path"]), declared_type=payload.get("declared_type"))
+    return found.to_task()

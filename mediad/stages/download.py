@@ -18,8 +18,8 @@ import structlog
 from yarl import URL
 
 from mediad import errors, metrics, stages
-from mediad.media import containers, decoders, kinds, sniff
-from mediad.media.info import MediaInfo
+from mediad.media import containers, decoders, jpeg, kinds, sniff
+from mediad.media.info import MAX_IMAGE_PIXELS, MediaInfo
 from mediad.net import platforms
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
 from mediad.net.hostlimits import HostLimits, LocalHostLimits
@@ -180,15 +180,34 @@ class Downloader:
                 fetched = await self._fetcher.fetch_into(url, spool, expires_at=expires_at)
             body = await spool.finish()
         metrics.DOWNLOAD_SECONDS.observe(fetched.seconds)
-        declared = fetched.content_type
+        head = body[: sniff.HEAD_BYTES] if isinstance(body, bytes) else None
+        if isinstance(body, bytes) and _sniffed(head) == "image/jpeg":
+            # A photo held whole in memory (the commonest file by far): walked, written, hashed
+            # and put in its place in one thread call. The walk is pure Python over at most
+            # fetch.MEMORY_LIMIT bytes, no decoder (jpeg.py), so it needs no decoder worker.
+            async with self._thread_slots:
+                info, stored = await self._in_thread(self._store_photo, body)
+        else:
+            info, stored = await self._probe_and_store(body, head, fetched.content_type)
+        metrics.DOWNLOAD_BYTES.inc(stored.size)
+        return Downloaded(url, fetched, info, stored)
+
+    def _store_photo(self, data: bytes) -> tuple[MediaInfo, StoredFile]:
+        """A JPEG in memory, proven whole and stored (blocking)."""
+        info = jpeg.probe(data, MAX_IMAGE_PIXELS)
+        tmp = self._write_temp(data)
+        return info, self._store.commit(tmp, info.folder, info.extension)
+
+    async def _probe_and_store(
+        self, body: bytes | TempFile, head: bytes | None, declared: str | None
+    ) -> tuple[MediaInfo, StoredFile]:
+        """Any other file, written (a body in memory) and proven whole in a decoder worker, then
+        put in its place."""
         if isinstance(body, bytes):
-            # The whole file is in memory: written (and hashed) in one thread call, its head
-            # sniffed here, so a JPEG (the usual photo) costs one trip to a decoder worker.
             async with self._thread_slots:
                 tmp = await self._in_thread(self._write_temp, body)
-            head: bytes | None = body[: sniff.HEAD_BYTES]
         else:
-            tmp, head = body, None
+            tmp = body
         try:
             info = await self._probe(tmp, head, declared)
             async with self._thread_slots:
@@ -196,8 +215,7 @@ class Downloader:
         finally:
             if not tmp.committed:
                 await self._in_thread(tmp.discard)
-        metrics.DOWNLOAD_BYTES.inc(stored.size)
-        return Downloaded(url, fetched, info, stored)
+        return info, stored
 
     async def _probe(self, tmp: TempFile, head: bytes | None, declared: str | None) -> MediaInfo:
         """Prove the file whole in a decoder worker, admitted by the memory its decode takes."""

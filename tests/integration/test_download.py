@@ -393,6 +393,43 @@ async def test_twitter_candidates_fall_back_to_the_next_size(
     assert files_under(root) == [path.relative_to(root).as_posix()]
 
 
+async def test_a_photo_held_in_memory_is_proven_without_a_decoder_worker(
+    origin: Origin, root: Path
+) -> None:
+    """A JPEG small enough to be held whole is walked in the daemon itself (pure Python, no
+    decoder): the decoder pool, started on demand, never starts for it. A PNG still goes to a
+    decoder worker, where Pillow decodes it."""
+    photo = media.jpeg_with_exif(80, 60, orientation=6)
+    picture = media.png(40, 30)
+    photo_url = origin.serve("/photo", photo, content_type="image/jpeg")
+    picture_url = origin.serve("/picture", picture, content_type="image/png")
+    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        DecoderPool.open(make_config().media, start=False) as decoder_pool,
+    ):
+        downloader = download.Downloader(
+            Store(root, None),
+            Fetcher(session, max_file_size=10_000_000, total_timeout=30),
+            decoder_pool,
+        )
+        stored_photo = await downloader.process(
+            Row(media_id="med-photo", attempt=1, media_url=photo_url, media_type="photo")
+        )
+        assert (decoder_pool.stats.tasks, decoder_pool.worker_pids) == (0, [])
+        stored_picture = await downloader.process(
+            Row(media_id="med-picture", attempt=1, media_url=picture_url, media_type="photo")
+        )
+        assert decoder_pool.stats.tasks >= 1
+
+    assert (stored_photo.columns["width"], stored_photo.columns["height"]) == (60, 80)  # turned
+    assert stored_photo.metadata["camera_make"] == "Canon"
+    assert stored_photo.metadata["format"] == "JPEG"
+    assert stored_picture.columns["mime_type"] == "image/png"
+    assert stored_path(root, photo, "images", "jpg").read_bytes() == photo
+    assert temp_files(root) == []
+
+
 # --- retries ------------------------------------------------------------------------------------
 
 

@@ -62,9 +62,10 @@ async def test_a_decoder_killed_mid_decode_costs_its_row_one_retry(
     db_url: str, pool: asyncpg.Pool[Any], origin: Origin, root: Path, stalling: Path
 ) -> None:
     """SIGKILL of a decoder worker while it probes: that row is retried (decoder_crashed) and
-    completes, the daemon stays up, and every other row completes untouched."""
+    completes, the daemon stays up, and every other row completes untouched. (PNGs: a photo held
+    in memory is walked in the daemon, no decoder worker probes it.)"""
     urls = [
-        origin.serve(f"/p{i}.jpg", media.jpeg(seed=i), content_type="image/jpeg") for i in range(4)
+        origin.serve(f"/p{i}.png", media.png(seed=i), content_type="image/png") for i in range(4)
     ]
     ids = await insert_urls(pool, urls)
     cfg = make_config(
@@ -106,7 +107,7 @@ async def test_a_decode_past_its_time_limit_fails_its_row(
 ) -> None:
     """A decode that runs past media.decode_timeout is killed: decode_timeout, retried once,
     failed the second time, while another picture still completes."""
-    [stuck] = await insert_urls(pool, [origin.serve("/stuck.jpg", media.jpeg(seed=1))])
+    [stuck] = await insert_urls(pool, [origin.serve("/stuck.png", media.png(seed=1))])
     cfg = make_config(
         storage_root=str(root), download_allowed_networks=ALLOWED, media_decode_timeout="1s",
         daemon_backoff_base="0.1s", daemon_backoff_max="0.2s",
@@ -120,7 +121,7 @@ async def test_a_decode_past_its_time_limit_fails_its_row(
 
         await wait_for(failed, within=30)
         (stalling / "done").write_text("go")
-        [fine] = await insert_urls(pool, [origin.serve("/fine.jpg", media.jpeg(seed=2))])
+        [fine] = await insert_urls(pool, [origin.serve("/fine.png", media.png(seed=2))])
 
         async def completed() -> bool:
             return await statuses(pool, [fine]) == ["completed"]

@@ -9,11 +9,13 @@ from typing import Any
 
 from tests import media
 
-# Loaded where they are used: Pillow and PyAV by the decoder workers (their forkserver preloads
-# them; the stages plan a decode without them), the HTTP endpoint only where http.listen is set,
-# Jinja2 only for its first page (the test below). boto3 (aioboto3's layer) nowhere: the archive
-# uses aiobotocore's client, and boto3 would cost every start 25-35 ms.
-_LEFT_TO_OTHERS = ("PIL", "av", "jinja2", "mediad.http.server", "boto3")
+# Loaded where they are used: Pillow's images and codecs (PIL.Image, its C core) and PyAV by the
+# decoder workers (their forkserver preloads them; the stages plan a decode without them; the
+# daemon reads a photo's EXIF with Pillow's tag tables alone, PIL.TiffTags and PIL.ExifTags,
+# plain data), the HTTP endpoint only where http.listen is set, Jinja2 only for its first page
+# (the test below). boto3 (aioboto3's layer) nowhere: the archive uses aiobotocore's client, and
+# boto3 would cost every start 25-35 ms.
+_LEFT_TO_OTHERS = ("PIL.Image", "PIL._imaging", "av", "jinja2", "mediad.http.server", "boto3")
 
 _IMPORT_AS_THE_DAEMON_DOES = f"""
 import json, sys
@@ -46,8 +48,8 @@ _IMPORT_AS_THE_PARENT_DOES = """
 import json, sys
 import mediad.cli, mediad.daemon, mediad.supervisor
 from mediad.http import access
-unwanted = ("aiohttp", "PIL", "mediad.media.decoders", "mediad.stages.download", "mediad.pool",
-            "prometheus_client")
+unwanted = ("aiohttp", "PIL.Image", "mediad.media.decoders", "mediad.stages.download",
+            "mediad.pool", "prometheus_client")
 print(json.dumps([name for name in unwanted if name in sys.modules]))
 """
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 
-from mediad.media import jpeg
+from mediad import errors
+from mediad.media import info, jpeg
 from tests import media
 
 
@@ -255,3 +256,133 @@ def test_any_damage_raises_only_the_structure_error() -> None:
         del data[rng.randrange(1, len(data) + 1) :]
         with contextlib.suppress(jpeg.JpegStructureError):
             jpeg.check_structure(bytes(data))
+
+
+# --- what a probe reads of a whole JPEG: what Pillow reads of it -------------------------------
+
+
+def _with_segments(data: bytes, *segments: tuple[int, bytes]) -> bytes:
+    """`data` with (marker, body) segments inserted right after its SOI."""
+    inserted = b"".join(
+        bytes([0xFF, marker]) + (len(body) + 2).to_bytes(2, "big") + body
+        for marker, body in segments
+    )
+    return data[:2] + inserted + data[2:]
+
+
+def _xmp(orientation: int) -> tuple[int, bytes]:
+    packet = f'<x:xmpmeta><rdf:Description tiff:Orientation="{orientation}"/></x:xmpmeta>'
+    return 0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + packet.encode()
+
+
+def _split_exif(data: bytes) -> bytes:
+    """`data` with its one EXIF segment written as two, as extended EXIF is."""
+    start = data.index(b"\xff\xe1")
+    length = int.from_bytes(data[start + 2 : start + 4], "big")
+    body = data[start + 4 : start + 2 + length]
+    half = 6 + (len(body) - 6) // 2
+    first, second = body[:half], b"Exif\x00\x00" + body[half:]
+    rest = data[start + 2 + length :]
+    return _with_segments(data[:start] + rest, (0xE1, first), (0xE1, second))
+
+
+def _mpo(gain_map: bool = False) -> bytes:
+    buf = io.BytesIO()
+    frames = [media.noise_image(40, 30, seed=seed) for seed in (1, 2)]
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    return _with_segments(data, (0xE1, b'<x hdrgm:Version="1.0"/>')) if gain_map else data
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _encode(),
+        lambda: _encode("L"),
+        lambda: _encode("CMYK"),
+        lambda: _encode(progressive=True),
+        lambda: media.jpeg_with_exif(64, 48, orientation=6),
+        lambda: _split_exif(media.jpeg_with_exif(64, 48, orientation=8)),
+        lambda: _with_segments(_encode(), _xmp(6)),
+        lambda: _with_segments(media.jpeg_with_exif(64, 48, orientation=3), _xmp(6)),
+        lambda: _mpo(),
+        lambda: _mpo(gain_map=True),
+    ],
+    ids=[
+        "rgb",
+        "grey",
+        "cmyk",
+        "progressive",
+        "exif-turned",
+        "exif-in-two-segments",
+        "xmp-orientation",
+        "exif-orientation-over-xmp",
+        "mpo",
+        "ultra-hdr",
+    ],
+)
+def test_a_probe_reads_what_pillow_reads(make: Callable[[], bytes]) -> None:
+    data = make()
+    with Image.open(io.BytesIO(data)) as img:
+        expected = (img.format, img.mode, img.size, img.getexif().get(0x0112))
+
+    found = jpeg.probe(data, info.MAX_IMAGE_PIXELS)
+
+    orientation = found.metadata.get("orientation")
+    size = (found.width, found.height)
+    if orientation in {5, 6, 7, 8}:
+        size = size[::-1]  # the probe reports it as viewers show it
+    assert (found.metadata["format"], found.metadata["mode"], size, orientation) == expected
+
+
+def _twelve_bit(data: bytes) -> bytes:
+    return _damage(data, _segment(data, b"\xc0"), 12)
+
+
+def _quantization_cut_short(data: bytes) -> bytes:
+    start = data.index(b"\xff\xdb")
+    length = int.from_bytes(data[start + 2 : start + 4], "big")
+    body = data[start + 4 : start + 2 + length][:60]  # its first table is 65 bytes
+    segment = b"\xff\xdb" + (len(body) + 2).to_bytes(2, "big") + body
+    return data[:start] + segment + data[start + 2 + length :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_twelve_bit, "cannot handle 12-bit layers"),
+        (_quantization_cut_short, "quantization table .* cut short"),
+        (lambda d: _with_segments(d, (0xE0, b"JFIF\x00")), "JFIF segment .* too short"),
+        (lambda d: _with_segments(d, (0xEE, b"Adobe")), "Adobe segment .* too short"),
+        (lambda d: d[:2] + b"\xff\x01" + d[2:], "invalid marker 0x01"),
+    ],
+    ids=["twelve-bit", "quantization-cut-short", "short-jfif", "short-adobe", "tem-marker"],
+)
+def test_what_pillow_refuses_to_open_a_probe_refuses(
+    damage: Callable[[bytes], bytes], reason: str
+) -> None:
+    """The derive stage opens a stored JPEG with Pillow: a file Pillow's reader refuses (where
+    it is stricter than libjpeg) is refused here too, not stored to fail there."""
+    damaged = damage(_encode())
+    with pytest.raises((OSError, SyntaxError)):
+        Image.open(io.BytesIO(damaged), formats=["JPEG"])
+
+    with pytest.raises(errors.CorruptMediaError, match=reason):
+        jpeg.probe(damaged, info.MAX_IMAGE_PIXELS)
+
+
+def test_a_jpeg_over_the_pixel_bound_is_too_large() -> None:
+    with pytest.raises(errors.MediaTooLargeError, match="96x64 = 6144 pixels"):
+        jpeg.probe(_encode(), 6000)
+
+
+def test_any_damage_to_a_camera_jpeg_costs_only_a_media_error() -> None:
+    """A probe runs in the daemon: damage anywhere, EXIF included, is a MediaError or nothing."""
+    rng = random.Random(12)
+    originals = [media.jpeg_with_exif(64, 48), _split_exif(media.jpeg_with_exif(32, 24)), _mpo()]
+    for round_ in range(1500):
+        data = bytearray(originals[round_ % len(originals)])
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data) // 3)] = rng.randrange(256)  # the headers, mostly
+        with contextlib.suppress(errors.MediaError):
+            jpeg.probe(bytes(data), info.MAX_IMAGE_PIXELS)
