@@ -62,9 +62,9 @@ _XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 _MPF_HEADER = b"MPF\0"
 # An Ultra HDR picture's gain map: Pillow reads such a file as one JPEG, not as an MPO.
 _GAIN_MAP = b' hdrgm:Version="'
-# EXIF segments are joined up to this size; any beyond are left unread. Extended EXIF rarely
-# needs more than a few segments of 64 kB, and a file of nothing but EXIF segments must not
-# cost its own size again in memory.
+# EXIF segments are joined until they pass this size; any after are left unread. Extended EXIF
+# rarely needs more than a few segments of 64 kB, and a file of nothing but EXIF segments must
+# not cost its own size again in memory.
 MAX_EXIF = 4 * 1024**2
 # What Pillow calls a JPEG by its component count (JpegImagePlugin.SOF).
 _MODES = {1: "L", 3: "RGB", 4: "CMYK"}
@@ -145,9 +145,10 @@ def check_structure(data: bytes | mmap.mmap) -> Jpeg:
             pass  # Pillow reads no segment after the first scan's header, nor does a probe
         elif marker == _APP1:
             body = bytes(data[position + 3 : end])
-            if body.startswith(_EXIF_HEADER) and exif_size + len(body) <= MAX_EXIF:
-                # A second EXIF segment continues the first (Pillow's JpegImagePlugin.APP).
-                exif_parts.append(body[6:] if exif_parts else body)
+            if body.startswith(_EXIF_HEADER):
+                if exif_size < MAX_EXIF:
+                    # A second EXIF segment continues the first (Pillow's JpegImagePlugin.APP).
+                    exif_parts.append(body[6:] if exif_parts else body)
                 exif_size += len(body)
             elif body.startswith(_XMP_HEADER):
                 xmp = body.split(b"\x00", 1)[1]
@@ -157,7 +158,7 @@ def check_structure(data: bytes | mmap.mmap) -> Jpeg:
                 mp_index = bytes(data[position + 7 : end])
         elif marker in (_APP0, _APP14):
             header = b"JFIF" if marker == _APP0 else b"Adobe"
-            if data[position + 3 : position + 3 + len(header)] == header and length - 2 < 7:
+            if length - 2 < 7 and bytes(data[position + 3 : end]).startswith(header):
                 raise JpegStructureError(
                     f"has a {header.decode()} segment at byte {position} too short to hold one"
                 )

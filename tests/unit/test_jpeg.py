@@ -386,3 +386,15 @@ def test_any_damage_to_a_camera_jpeg_costs_only_a_media_error() -> None:
             data[rng.randrange(len(data) // 3)] = rng.randrange(256)  # the headers, mostly
         with contextlib.suppress(errors.MediaError):
             jpeg.probe(bytes(data), info.MAX_IMAGE_PIXELS)
+
+
+def test_exif_segments_are_joined_only_up_to_a_bound() -> None:
+    """Extended EXIF continues over several segments; a file of little else must not cost its
+    own size again in memory, so segments past jpeg.MAX_EXIF are left unread."""
+    segment = (0xE1, b"Exif\x00\x00" + bytes(60_000))
+    data = _with_segments(media.jpeg_with_exif(32, 24), *[segment] * 100)  # 6 MB of EXIF
+
+    found = jpeg.check_structure(data)
+
+    assert found.exif is not None
+    assert jpeg.MAX_EXIF <= len(found.exif) < jpeg.MAX_EXIF + 65_536
