@@ -21,7 +21,8 @@ _MAX_SEQUENCE = 64
 # What Pillow strips from an EXIF block before its TIFF header (Image.Exif.load).
 _EXIF_PREFIX = re.compile(rb"^(Exif\x00\x00){1,2}")
 # Where EXIF has no orientation, an XMP packet's is taken (as Pillow's getexif does).
-_XMP_ORIENTATION = r'tiff:Orientation(="|>)([0-9])'
+_XMP_ORIENTATION = re.compile(r'tiff:Orientation(="|>)([0-9])')
+_XMP_ORIENTATION_BYTES = re.compile(_XMP_ORIENTATION.pattern.encode())
 
 
 def metadata(block: tiff.Buffer | None, xmp: str | bytes | None = None) -> dict[str, Any]:
@@ -59,8 +60,11 @@ def _from_tiff(
     except tiff.TiffError as exc:
         return {"exif_error": f"the EXIF block {exc}"}
     if ExifTags.Base.Orientation not in exif and xmp:
-        pattern = _XMP_ORIENTATION if isinstance(xmp, str) else _XMP_ORIENTATION.encode()
-        found = re.search(pattern, xmp)  # type: ignore[arg-type]
+        found = (
+            _XMP_ORIENTATION.search(xmp)
+            if isinstance(xmp, str)
+            else _XMP_ORIENTATION_BYTES.search(xmp)
+        )
         if found:
             exif[ExifTags.Base.Orientation] = int(found[2])
     if not exif:
