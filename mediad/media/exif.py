@@ -7,6 +7,7 @@ metadata is read in the daemon itself (jpeg.py), where no decoder runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from datetime import datetime
@@ -113,22 +114,35 @@ _EXIF_DATETIME_FORMATS = ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%dT%H
 _UTC_OFFSET = re.compile(r"[+-]\d\d:\d\d")
 
 
+# EXIF's own spelling, read without strptime (about 15 us a call, for every photo): any other
+# spelling, and a date this one cannot hold, goes through _EXIF_DATETIME_FORMATS.
+_EXIF_DATETIME = re.compile(r"(\d{4}):(\d\d):(\d\d) (\d\d):(\d\d):(\d\d)")
+
+
 def _exif_datetime(value: object, offset: object) -> str | None:
     """EXIF's "YYYY:MM:DD HH:MM:SS" (plus OffsetTime*, when given) as ISO 8601."""
     text = clean.string(value)
     if not text:
         return None
+    moment = _parsed_datetime(text[:19])
+    if moment is None:
+        # Cameras without a clock write "0000:00:00 00:00:00" or blanks: no date, not an error.
+        return None
+    iso = moment.isoformat(timespec="seconds")
+    offset_text = clean.string(offset)
+    if offset_text and _UTC_OFFSET.fullmatch(offset_text):
+        iso += offset_text
+    return iso
+
+
+def _parsed_datetime(text: str) -> datetime | None:
+    found = _EXIF_DATETIME.fullmatch(text)
+    if found:
+        with contextlib.suppress(ValueError):
+            return datetime(*map(int, found.groups()))
     for fmt in _EXIF_DATETIME_FORMATS:
-        try:
-            moment = datetime.strptime(text[:19], fmt)
-        except ValueError:
-            continue
-        iso = moment.isoformat(timespec="seconds")
-        offset_text = clean.string(offset)
-        if offset_text and _UTC_OFFSET.fullmatch(offset_text):
-            iso += offset_text
-        return iso
-    # Cameras without a clock write "0000:00:00 00:00:00" or blanks: no date, not an error.
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(text, fmt)
     return None
 
 
