@@ -139,7 +139,8 @@ def _parsed_datetime(text: str) -> datetime | None:
     found = _EXIF_DATETIME.fullmatch(text)
     if found:
         with contextlib.suppress(ValueError):
-            return datetime(*map(int, found.groups()))
+            year, month, day, hour, minute, second = map(int, found.groups())
+            return datetime(year, month, day, hour, minute, second)
     for fmt in _EXIF_DATETIME_FORMATS:
         with contextlib.suppress(ValueError):
             return datetime.strptime(text, fmt)
