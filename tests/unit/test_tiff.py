@@ -185,3 +185,29 @@ def test_an_exif_block_without_a_tiff_header_is_reported_not_raised() -> None:
     assert exif.metadata(b"Exif\x00\x00JUNKJUNK") == {
         "exif_error": "the EXIF block has no TIFF header (it starts b'JUNK')"
     }
+
+
+@pytest.mark.parametrize(
+    ("written", "offset", "taken_at"),
+    [
+        ("2021:05:06 07:08:09", None, "2021-05-06T07:08:09"),
+        ("2021:05:06 07:08:09", "+02:00", "2021-05-06T07:08:09+02:00"),
+        ("2021-05-06 07:08:09", None, "2021-05-06T07:08:09"),
+        ("2021:05:06T07:08:09", None, "2021-05-06T07:08:09"),
+        ("2021:5:6 7:08:09", None, "2021-05-06T07:08:09"),
+        ("2021:05:06 07:08:09.250", None, "2021-05-06T07:08:09"),
+        ("0000:00:00 00:00:00", None, None),
+        ("2021:02:30 07:08:09", None, None),
+        ("    :  :     :  :  ", None, None),
+    ],
+)
+def test_capture_time_in_each_spelling_cameras_write(
+    written: str, offset: str | None, taken_at: str | None
+) -> None:
+    block = Image.Exif()
+    sub = block.get_ifd(ExifTags.IFD.Exif)
+    sub[ExifTags.Base.DateTimeOriginal] = written
+    if offset is not None:
+        sub[ExifTags.Base.OffsetTimeOriginal] = offset
+
+    assert exif.metadata(block.tobytes()).get("taken_at") == taken_at
