@@ -285,12 +285,26 @@ class DecoderPool:
     async def _started_now(self) -> None:
         """Start the workers for the first task (every task meanwhile awaits the same start);
         after a start that failed, the next task tries again."""
-        if self._starting_all is None or (
-            self._starting_all.done() and self._starting_all.exception() is not None
-        ):
-            self._starting_all = asyncio.create_task(self.start(), name="decoders-start")
         # Shielded: one task cancelled while waiting does not cancel the start the others await.
-        await asyncio.shield(self._starting_all)
+        await asyncio.shield(self._begin_start())
+
+    def warm_up(self) -> None:
+        """Begin starting the workers of a pool started on demand, without waiting, for a task
+        known to come (a video still downloading): its first request then finds them up
+        instead of waiting the second their imports take."""
+        if self._start_on_demand and not self._started and not self._closed:
+            self._begin_start()
+
+    def _begin_start(self) -> asyncio.Task[None]:
+        """The start under way, or a new one if none is or the last one failed."""
+        starting = self._starting_all
+        if starting is None or (
+            starting.done() and (starting.cancelled() or starting.exception() is not None)
+        ):
+            starting = self._starting_all = asyncio.create_task(self.start(), name="decoders-start")
+            # Retrieved here too, so a start nobody came to await is not logged as unhandled.
+            starting.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return starting
 
     def _start_forkserver(self) -> None:
         # Workers fork from a server that has already imported the ready tasks' modules

@@ -237,6 +237,9 @@ class Downloader:
         return MediaInfo.from_task(result)
 
     async def _open_temp(self) -> TempFile:
+        # A body too big to hold in memory is proven in a decoder worker once it is whole:
+        # their start (a second of imports) overlaps its download instead of following it.
+        self._decoders.warm_up()
         # Creating and locking the temp file touches the disk: not on the event loop.
         return await self._in_thread(self._store.open_temp)
 

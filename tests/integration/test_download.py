@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from mediad import daemon
 from mediad.media.decoders import DecoderPool
@@ -428,6 +429,56 @@ async def test_a_photo_held_in_memory_is_proven_without_a_decoder_worker(
     assert stored_picture.columns["mime_type"] == "image/png"
     assert stored_path(root, photo, "images", "jpg").read_bytes() == photo
     assert temp_files(root) == []
+
+
+async def test_a_body_too_big_to_hold_starts_the_decoders_while_it_downloads(
+    origin: Origin, root: Path
+) -> None:
+    """A body past fetch.MEMORY_LIMIT goes to disk and is proven in a decoder worker once it is
+    whole; the workers start while it still downloads, not after (a second of imports)."""
+    big = media.sized_jpeg(3_000_000)
+    first = fetch.MEMORY_LIMIT + 400_000  # sent before the origin stalls: on disk by then
+    go_on = asyncio.Event()
+
+    async def stalling(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "image/jpeg"})
+        resp.content_length = len(big)
+        await resp.prepare(request)
+        await resp.write(big[:first])
+        await go_on.wait()
+        await resp.write(big[first:])
+        return resp
+
+    url = origin.route("/big.jpg", stalling)
+    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        DecoderPool.open(make_config().media, start=False) as decoder_pool,
+    ):
+        downloader = download.Downloader(
+            Store(root, None),
+            Fetcher(session, max_file_size=10_000_000, total_timeout=60),
+            decoder_pool,
+        )
+        downloading = asyncio.create_task(
+            downloader.process(
+                Row(media_id="med-big", attempt=1, media_url=url, media_type="photo")
+            )
+        )
+
+        async def warming() -> bool:
+            return decoder_pool._starting_all is not None
+
+        await wait_for(warming, within=30)
+        starting = decoder_pool._starting_all
+        assert starting is not None
+        await starting
+        assert len(decoder_pool.worker_pids) == 2 and not downloading.done()
+        go_on.set()
+        stored = await downloading
+
+    assert stored.columns["sha256_sum"] == hashlib.sha256(big).hexdigest()
+    assert stored_path(root, big, "images", "jpg").read_bytes() == big
 
 
 # --- retries ------------------------------------------------------------------------------------

@@ -255,6 +255,36 @@ async def test_a_pool_opened_to_start_on_demand_starts_its_workers_with_the_firs
     assert {r["pid"] for r in first} | {later["pid"]} <= set(pids)
 
 
+async def test_a_pool_warmed_up_starts_its_workers_before_its_first_task() -> None:
+    """warm_up (a video still downloading) starts the workers without waiting; the first task
+    then finds them up and is served by them, in no second start."""
+    async with decoders.DecoderPool.open(media_config(), tasks=TASKS, start=False) as pool:
+        pool.warm_up()
+        warming = pool._starting_all
+        pool.warm_up()  # one start, however often asked
+        assert warming is not None and pool._starting_all is warming and not warming.done()
+        await warming
+        pids = pool.worker_pids
+        assert len(pids) == 2
+        result = await pool.run("echo", {"n": 1})
+        assert pool.worker_pids == pids
+    assert result["pid"] in pids
+
+
+async def test_a_warm_up_that_fails_is_tried_again_by_the_first_task() -> None:
+    """A start begun by warm_up that fails is nobody's error until a task comes: that task
+    starts the pool again (and fails, as the start does, with DecoderStartError)."""
+    broken = {**TASKS, "missing": "tests.unit.no_such_module:task"}
+    async with decoders.DecoderPool.open(media_config(), tasks=broken, start=False) as pool:
+        pool.warm_up()
+        warming = pool._starting_all
+        assert warming is not None
+        await asyncio.gather(warming, return_exceptions=True)
+        with pytest.raises(decoders.DecoderStartError):
+            await pool.run("echo", {})
+        assert pool._starting_all is not warming
+
+
 async def test_workers_that_cannot_start_pause_the_stage_and_are_tried_again() -> None:
     """A worker that cannot start (here its task module does not import) fails the task that
     started the pool with DecoderStartError, a pause of its stage that hands the row back
