@@ -16,8 +16,9 @@ parent holds what must be one per host:
   is passed on too, which stops the workers at once;
 - systemd: READY=1 once every worker is up, WATCHDOG=1 only while every worker is alive and
   reports in with no stuck pool, STATUS= summed over the workers;
-- run --once: it ends when every worker has gone idle and the database holds nothing due for
-  any stage and nothing leased to any of this host's workers, living or dead;
+- run --once: it starts no more workers than the rows due at its start keep busy (one file is
+  one worker's work), and ends when every worker has gone idle and the database holds nothing
+  due for any stage and nothing leased to any of this host's workers, living or dead;
 - a worker that died (a crash, the OOM killer, SIGKILL) is started again, after 1 s doubling up
   to a minute while it keeps dying young; the rows it held return to the queue through their
   leases, as a dead host's do. Under run --once, a worker dying young ONCE_DEATHS times in a
@@ -122,6 +123,8 @@ async def run(config: Config, url: str, *, once: bool, stop: asyncio.Event) -> N
     async with contextlib.AsyncExitStack() as stack:
         resources = await stack.enter_async_context(Resources.open(config, url, owner, 2))
         await daemon.skip_waiting(resources, registry)
+        if once:
+            count = await _kept_busy(resources, config, enabled, count)
         gate_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mediad-gate-"))
         gate = os.path.join(gate_dir, "hosts.sock")
         decode_lock = os.path.join(gate_dir, "oversized-decodes.lock")
@@ -376,6 +379,22 @@ class _Parent:
                 log.info("queue_drained")
                 self._stop.set()
                 return
+
+
+async def _kept_busy(resources: Resources, config: Config, enabled: list[str], count: int) -> int:
+    """run --once: no more of the `count` workers than the rows due now keep busy, each with
+    its share of a stage's concurrency. A second worker for a backlog of one file would start,
+    import everything, and idle until the end (30 MB and a second of CPU); the rows the first
+    ones make due for the next stages are theirs to take."""
+    needed = 1
+    for declaration in stages.ALL:
+        if declaration.name in enabled:
+            due = await _queue(resources, declaration).count_due()
+            share = max(1, shares.stage_concurrency(config, declaration.name) // count)
+            needed = max(needed, -(-due // share))
+    if needed < count:
+        log.info("workers_for_backlog", processes=needed, configured=count)
+    return min(count, needed)
 
 
 def _queue(resources: Resources, declaration: Declaration) -> StageQueue:

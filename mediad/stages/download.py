@@ -18,7 +18,7 @@ import structlog
 from yarl import URL
 
 from mediad import errors, metrics, stages
-from mediad.media import containers, decoders, jpeg, kinds, sniff
+from mediad.media import containers, decoders, kinds, sniff
 from mediad.media.info import MAX_IMAGE_PIXELS, MediaInfo
 from mediad.net import platforms
 from mediad.net.fetch import Fetched, Fetcher, HttpStatusError, Spool, check_url
@@ -194,6 +194,10 @@ class Downloader:
 
     def _store_photo(self, data: bytes) -> tuple[MediaInfo, StoredFile]:
         """A JPEG in memory, proven whole and stored (blocking)."""
+        # Imported by the first photo: the walk and its EXIF reader, with Pillow's tag tables,
+        # take 1.2 MB that a worker fetching none (a video archive's) need not hold.
+        from mediad.media import jpeg
+
         info = jpeg.probe(data, MAX_IMAGE_PIXELS)
         tmp = self._write_temp(data)
         return info, self._store.commit(tmp, info.folder, info.extension)

@@ -4,6 +4,7 @@ it (a subprocess speaking systemd's protocol, stopped by signal)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -75,6 +76,26 @@ async def test_two_processes_drain_500_rows_each_processed_once(
         assert events["download_started"] == 1 and events["media_downloaded"] == 1, events
     assert len(await _claimed_by(pool)) == 2
     assert server.count("/p/0.jpg") == 1
+
+
+async def test_run_once_starts_no_more_workers_than_its_backlog_keeps_busy(
+    db_url: str, pool: asyncpg.Pool[Any], tmp_path: Path
+) -> None:
+    """One row due and two processes configured: `run --once` starts one worker (a second would
+    import everything and idle to the end); the row goes through every stage in it, and the
+    run exits 0."""
+    async with test_origin.serving(decoys=()) as server:
+        server.serve("/p/0.jpg", JPEG, content_type="image/jpeg")
+        ids = await insert_rows(pool, 1, url=server.url("/p/{i}.jpg"))
+        env = daemon_env(db_url, tmp_path, MEDIAD_DAEMON_PROCESSES="2")
+        proc = await start_daemon(env, "--once")
+        output, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    text = output.decode()
+    assert proc.returncode == 0, text[-3000:]
+    started = [json.loads(line) for line in text.splitlines() if '"supervisor_started"' in line]
+    assert [record["processes"] for record in started] == [1], text[-3000:]
+    assert '"workers_for_backlog"' in text
+    assert await _statuses(pool, ids) == {"completed": 1}
 
 
 async def test_sigterm_drains_both_processes(
