@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -391,7 +392,7 @@ async def _kept_busy(resources: Resources, config: Config, enabled: list[str], c
         if declaration.name in enabled:
             due = await _queue(resources, declaration).count_due()
             share = max(1, shares.stage_concurrency(config, declaration.name) // count)
-            needed = max(needed, -(-due // share))
+            needed = max(needed, math.ceil(due / share))
     if needed < count:
         log.info("workers_for_backlog", processes=needed, configured=count)
     return min(count, needed)
