@@ -113,7 +113,12 @@ def _exif(img: Image.Image, path: Path, data: bytes | None) -> dict[str, Any]:
             return {"exif_error": f"the PNG's EXIF text is not hex: {exc}"}
     if block is None and isinstance(img, TiffImagePlugin.TiffImageFile):
         offset = img.tag_v2.offset
-        return _walk(lambda walked: exif.tiff_metadata(walked, offset, xmp), path, data)
+        found = _walk(lambda walked: exif.tiff_metadata(walked, offset, xmp), path, data)
+        # Pillow turns a TIFF by its orientation as it opens it (its size already the turned
+        # one) and drops the tag: the picture described here is the turned one.
+        found.pop("orientation", None)
+        found.get("exif", {}).pop("Orientation", None)
+        return found
     return exif.metadata(block, xmp)
 
 

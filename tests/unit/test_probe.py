@@ -156,6 +156,25 @@ def test_exif_orientation_turns_the_reported_size(
     assert info.metadata["orientation"] == orientation
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_exif_of_pictures_pillow_opens_is_read_too(
+    write: Callable[[bytes], Path], fmt: str
+) -> None:
+    """A PNG's or WebP's EXIF chunk, and a TIFF's own directory, give the same camera, time and
+    place as a JPEG's. A TIFF is turned by its orientation as Pillow opens it, so its size is
+    the turned one and no orientation is left to apply; the others report theirs."""
+    exif_block = media.camera_exif(orientation=6).tobytes()
+    data = media.encoded(media.noise_image(64, 48, seed=2), fmt, exif=exif_block)
+
+    info = probe.probe_file(write(data))
+
+    assert info.metadata["camera_make"] == "Canon"
+    assert info.metadata["taken_at"] == "2024-05-06T07:08:09"
+    assert info.metadata["gps"]["latitude"] == pytest.approx(48.8584, abs=1e-6)
+    assert (info.width, info.height) == (48, 64)
+    assert info.metadata.get("orientation") == (None if fmt == "TIFF" else 6)
+
+
 def test_animated_gif_frame_count(write: Callable[[bytes], Path]) -> None:
     """An animated GIF reports its frame count and animated=True."""
     metadata = probe.probe_file(write(media.animated_gif(frames=5))).metadata
