@@ -44,6 +44,8 @@ _TYPES: dict[str, tuple[str, str]] = {
     "TIFF": ("image/tiff", "tif"),
 }
 _ANIMATABLE = frozenset({"GIF", "WEBP", "PNG"})
+# The EXIF orientations that turn or flip a picture (ImageOps.exif_transpose's).
+_TURNING = frozenset(range(2, 9))
 # The formats whose structure is walked; the others' verify() and decode do the proving. A
 # JPEG is walked alone (jpeg.probe): Pillow never opens it to probe it.
 _WALKED = frozenset({"GIF", "PNG"})
@@ -114,10 +116,11 @@ def _exif(img: Image.Image, path: Path, data: bytes | None) -> dict[str, Any]:
     if block is None and isinstance(img, TiffImagePlugin.TiffImageFile):
         offset = img.tag_v2.offset
         found = _walk(lambda walked: exif.tiff_metadata(walked, offset, xmp), path, data)
-        # Pillow turns a TIFF by its orientation as it opens it (its size already the turned
-        # one) and drops the tag: the picture described here is the turned one.
-        found.pop("orientation", None)
-        found.get("exif", {}).pop("Orientation", None)
+        if found.get("orientation") in _TURNING:
+            # Pillow turns a TIFF by its orientation as it opens it (its size already the
+            # turned one) and drops the tag: the picture described here is the turned one.
+            del found["orientation"]
+            found["exif"].pop("Orientation", None)
         return found
     return exif.metadata(block, xmp)
 
