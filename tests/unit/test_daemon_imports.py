@@ -23,6 +23,7 @@ import mediad.cli, mediad.daemon
 from mediad import stages
 for declaration in stages.ALL:
     stages.opener(declaration)
+import mediad.media.jpeg  # what the daemon's first photo imports (Downloader._store_photo)
 print(json.dumps([name for name in {_LEFT_TO_OTHERS!r} if name in sys.modules]))
 """
 
