@@ -4,6 +4,7 @@ bytes and a real PostgreSQL; every row is checked in its columns, its event log 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -394,6 +395,21 @@ async def test_twitter_candidates_fall_back_to_the_next_size(
     assert files_under(root) == [path.relative_to(root).as_posix()]
 
 
+@contextlib.asynccontextmanager
+async def downloading_on_demand(
+    root: Path,
+) -> AsyncIterator[tuple[download.Downloader, DecoderPool]]:
+    """A Downloader on a real session and store, with a decoder pool that starts its workers
+    only when asked (as the daemon's does), to see when it starts."""
+    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        DecoderPool.open(make_config().media, start=False) as decoder_pool,
+    ):
+        fetcher = Fetcher(session, max_file_size=10_000_000, total_timeout=60)
+        yield download.Downloader(Store(root, None), fetcher, decoder_pool), decoder_pool
+
+
 async def test_a_photo_held_in_memory_is_proven_without_a_decoder_worker(
     origin: Origin, root: Path
 ) -> None:
@@ -404,16 +420,7 @@ async def test_a_photo_held_in_memory_is_proven_without_a_decoder_worker(
     picture = media.png(40, 30)
     photo_url = origin.serve("/photo", photo, content_type="image/jpeg")
     picture_url = origin.serve("/picture", picture, content_type="image/png")
-    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        DecoderPool.open(make_config().media, start=False) as decoder_pool,
-    ):
-        downloader = download.Downloader(
-            Store(root, None),
-            Fetcher(session, max_file_size=10_000_000, total_timeout=30),
-            decoder_pool,
-        )
+    async with downloading_on_demand(root) as (downloader, decoder_pool):
         stored_photo = await downloader.process(
             Row(media_id="med-photo", attempt=1, media_url=photo_url, media_type="photo")
         )
@@ -450,16 +457,7 @@ async def test_a_body_too_big_to_hold_starts_the_decoders_while_it_downloads(
         return resp
 
     url = origin.route("/big.jpg", stalling)
-    connector = ssrf.make_connector(ssrf.parse_networks([ALLOWED]), limit=4, limit_per_host=2)
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        DecoderPool.open(make_config().media, start=False) as decoder_pool,
-    ):
-        downloader = download.Downloader(
-            Store(root, None),
-            Fetcher(session, max_file_size=10_000_000, total_timeout=60),
-            decoder_pool,
-        )
+    async with downloading_on_demand(root) as (downloader, decoder_pool):
         downloading = asyncio.create_task(
             downloader.process(
                 Row(media_id="med-big", attempt=1, media_url=url, media_type="photo")
