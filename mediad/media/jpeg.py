@@ -75,13 +75,21 @@ class JpegStructureError(errors.MediadError):
 
 
 @dataclass(frozen=True)
+class Frame:
+    """A JPEG's frame header (SOF)."""
+
+    precision: int
+    width: int
+    height: int
+    count: int  # of components, as declared
+    ids: frozenset[int]
+
+
+@dataclass(frozen=True)
 class Jpeg:
     """What the walk of a whole JPEG found before its first scan."""
 
-    width: int
-    height: int
-    precision: int
-    components: int
+    frame: Frame
     # The APP1 EXIF segments, joined as Pillow joins them; the last XMP packet; the MP index.
     exif: bytes | None
     xmp: bytes | None
@@ -96,7 +104,7 @@ def check_structure(data: bytes | mmap.mmap) -> Jpeg:
     if size < 4 or data[0] != 0xFF or data[1] != _SOI:
         raise JpegStructureError("has no JPEG start-of-image marker")
     position = 2
-    frame: _Frame | None = None
+    frame: Frame | None = None
     scan_seen = False
     exif_parts: list[bytes] = []
     exif_size = 0
@@ -110,10 +118,7 @@ def check_structure(data: bytes | mmap.mmap) -> Jpeg:
             if frame is None or not scan_seen:
                 raise JpegStructureError("reaches its end-of-image marker before any image data")
             exif_block = b"".join(exif_parts) if exif_parts else None
-            return Jpeg(
-                frame.width, frame.height, frame.precision, frame.count, exif_block, xmp,
-                mp_index, gain_map,
-            )  # fmt: skip
+            return Jpeg(frame, exif_block, xmp, mp_index, gain_map)
         if marker in _STANDALONE and (scan_seen or marker != 0x01):
             position += 1
             continue
@@ -172,22 +177,22 @@ def probe(data: bytes | mmap.mmap, max_pixels: int) -> info.MediaInfo:
         found = check_structure(data)
     except JpegStructureError as exc:
         raise errors.CorruptMediaError(f"JPEG image is damaged: it {exc}") from exc
-    described = "JPEG image"
-    if found.precision != 8 or found.components not in _MODES:
+    described, frame = "JPEG image", found.frame
+    if frame.precision != 8 or frame.count not in _MODES:
         problem = (
-            f"{found.precision}-bit layers"
-            if found.precision != 8
-            else f"{found.components}-layer images"
+            f"{frame.precision}-bit layers"
+            if frame.precision != 8
+            else f"{frame.count}-layer images"
         )
         # As Pillow says it: a picture no derivative could be made of.
         raise errors.CorruptMediaError(f"{described} does not decode: cannot handle {problem}")
-    info.check_pixels((found.width, found.height), max_pixels, described)
+    info.check_pixels((frame.width, frame.height), max_pixels, described)
     metadata: dict[str, Any] = {
         "format": "MPO" if _is_mpo(found) else "JPEG",
-        "mode": _MODES[found.components],
+        "mode": _MODES[frame.count],
     }
     metadata.update(exif.metadata(found.exif, found.xmp))
-    return info.picture("image/jpeg", "jpg", found.width, found.height, metadata)
+    return info.picture("image/jpeg", "jpg", frame.width, frame.height, metadata)
 
 
 def _is_mpo(found: Jpeg) -> bool:
@@ -207,6 +212,7 @@ def _is_mpo(found: Jpeg) -> bool:
         return False
     if not isinstance(table, bytes) or len(table) < 16 * count:
         return False
+    # Read in the byte order Pillow's _getmp reads it in (not quite the header's own rule).
     order: Literal["big", "little"] = (
         "big" if found.mp_index.startswith(b"MM\x00\x2a") else "little"
     )
@@ -221,16 +227,7 @@ def _is_mpo(found: Jpeg) -> bool:
 # derive stage opens it with) refuses, however whole its bytes are.
 
 
-@dataclass(frozen=True)
-class _Frame:
-    precision: int
-    width: int
-    height: int
-    count: int  # of components, as declared
-    ids: frozenset[int]
-
-
-def _frame(body: bytes, position: int) -> _Frame:
+def _frame(body: bytes, position: int) -> Frame:
     """A frame header (SOF), once it is checked."""
     if len(body) < 6:
         raise JpegStructureError(f"has a frame header at byte {position} too short to hold one")
@@ -248,7 +245,7 @@ def _frame(body: bytes, position: int) -> _Frame:
         if not (1 <= sampling >> 4 <= 4 and 1 <= sampling & 0x0F <= 4 and table < 4):
             raise JpegStructureError(f"has a frame header at byte {position} with a bad component")
         ids.add(body[offset])
-    return _Frame(precision, width, height, count, frozenset(ids))
+    return Frame(precision, width, height, count, frozenset(ids))
 
 
 def _check_huffman_tables(body: bytes, position: int) -> None:
