@@ -45,9 +45,9 @@ def model_name() -> str:
 def read(picture: Any, *, scale: float = 1.0, threads: int = 1) -> dict[str, Any]:
     """The text lines of an RGB picture, top to bottom: text, confidence, and box (four
     corners in the original picture's pixels: the analysed one's divided by `scale`)."""
+    engine = _engine(threads)  # first: it sets the thread counts numpy reads as it loads
     import numpy as np
 
-    engine = _engine(threads)
     # RapidOCR takes arrays as OpenCV does, BGR.
     bgr = np.ascontiguousarray(np.asarray(picture.convert("RGB"))[:, :, ::-1])
     result = engine(bgr, text_score=MIN_CONFIDENCE)

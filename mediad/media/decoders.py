@@ -310,10 +310,11 @@ class DecoderPool:
         # Workers fork from a server that has already imported the ready tasks' modules
         # (Pillow, PyAV) and what the main script imports, so a replacement costs a fork, not a
         # second of imports. The preload only counts the first time the process starts its
-        # forkserver. Not this module: the workers' side is decoder_worker, without asyncio.
+        # forkserver. Not this module: the workers' side is decoder_worker, without asyncio;
+        # it comes first, since it sets what the numeric libraries read as they load.
         tasks = {self._tasks[name].partition(":")[0] for name in self._ready}
-        preload = {decoder_worker.__name__} | tasks | _main_imports()
-        self._context.set_forkserver_preload(sorted(preload))
+        others = (tasks | _main_imports()) - {decoder_worker.__name__}
+        self._context.set_forkserver_preload([decoder_worker.__name__, *sorted(others)])
         multiprocessing.forkserver.ensure_running()
 
     async def run(

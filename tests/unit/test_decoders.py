@@ -21,7 +21,7 @@ from PIL import Image
 
 from mediad import config, errors
 from mediad.config import MediaConfig
-from mediad.media import decoders
+from mediad.media import decoder_worker, decoders
 from tests import media
 
 # --- tasks the workers run (this module is imported in each worker) -------------------------------
@@ -88,6 +88,17 @@ def warn(payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def numeric_threads(payload: dict[str, Any]) -> dict[str, Any]:
+    """Load numpy (its OpenBLAS) here, and say how many threads this process then runs."""
+    import numpy
+
+    return {
+        "numpy": numpy.__version__,
+        "threads": len(os.listdir("/proc/self/task")),
+        "environment": {name: os.environ.get(name) for name in decoder_worker.ONE_THREAD},
+    }
+
+
 TASKS = {
     **decoders.TASKS,
     **{
@@ -103,6 +114,7 @@ TASKS = {
             "not_json",
             "not_a_dict",
             "warn",
+            "numeric_threads",
         )
     },
 }
@@ -317,6 +329,20 @@ async def test_each_worker_runs_under_its_address_space_limit() -> None:
             limits = await asyncio.to_thread(Path(f"/proc/{pid}/limits").read_text)
             line = next(li for li in limits.splitlines() if li.startswith("Max address space"))
             assert line.split()[3:5] == [str(300 * 1024**2)] * 2
+
+
+async def test_numeric_libraries_start_no_threads_of_their_own_in_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numpy loaded in a worker runs in its one thread, whatever the daemon's environment says:
+    each OpenBLAS thread would reserve its buffers out of the worker's address space."""
+    for name in decoder_worker.ONE_THREAD:
+        monkeypatch.delenv(name, raising=False)
+    async with open_pool(workers=1) as pool:
+        result = await pool.run("numeric_threads", {})
+
+    assert result["threads"] == 1
+    assert result["environment"] == dict.fromkeys(decoder_worker.ONE_THREAD, "1")
 
 
 @pytest.mark.parametrize(
