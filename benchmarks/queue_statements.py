@@ -19,7 +19,10 @@ statement and summed by kind. The variants alternate over `--rounds`; medians ar
 
 What it found (2026-12-02): none of the variants takes more than about 10% off the 120 us per
 row of the shipped statements; what is left is the two updates of a wide row themselves.
-Reports only; it judges no target.
+(2026-12-03) With `--batch 500` the completion cost more per row than at 100 (95.6 against
+76.5 us): the fence, three conditions on the row, made the planner expect one leased row and
+read the batch once per row of the table. Said as one comparison with the batch
+(sql/queries.sql, "Fences"), it costs 63.6. Reports only; it judges no target.
 """
 
 # ruff: noqa: E402 (the imports must follow the sys.path repair below)
