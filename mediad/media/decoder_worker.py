@@ -30,9 +30,10 @@ Task = Callable[[dict[str, Any]], dict[str, Any]]
 # A worker runs one task at a time: the pool is the parallelism. Left to themselves, the numeric
 # libraries a task loads (numpy's and OpenCV's OpenBLAS, OpenMP) start a thread per core, and
 # OpenBLAS reserves a buffer of 32-128 MiB of address space for each: four OCRs of a 1024-pixel
-# picture in one process then peaked at 1.05-1.11 GiB of address space (VmPeak), past the
-# worker's 1 GiB limit, against 0.89-0.94 GiB with one thread. They read these when they load,
-# so they are set at the forkserver's first import (decoders.py preloads this module first).
+# picture in one process then peaked at 1.05-1.11 GiB of address space (VmPeak), past a decoder
+# worker's default 1 GiB (analysis workers get 2), against 0.89-0.94 GiB with one thread. They
+# read these when they load, so they are set at the forkserver's first import (decoders.py
+# preloads this module first).
 ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 for _name in ONE_THREAD:
     os.environ.setdefault(_name, "1")
