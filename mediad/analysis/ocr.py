@@ -19,6 +19,7 @@ from typing import Any
 
 from mediad import errors
 from mediad.analysis import language
+from mediad.media import decoder_worker
 
 # The models the rapidocr wheel ships (3.10: PP-OCRv6 small detection and recognition, the
 # PP-OCR mobile direction classifier). Named, not globbed: the model string says what ran.
@@ -142,7 +143,7 @@ def _single_threaded(threads: int) -> None:
     counts before numpy and OpenCV load.
     """
     if "numpy" not in sys.modules:
-        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        for name in decoder_worker.THREAD_COUNTS:
             os.environ.setdefault(name, str(threads))
     libc_name = ctypes.util.find_library("c")
     if sys.platform.startswith("linux") and libc_name:

@@ -34,8 +34,9 @@ Task = Callable[[dict[str, Any]], dict[str, Any]]
 # worker's default 1 GiB (analysis workers get 2), against 0.89-0.94 GiB with one thread. They
 # read these when they load, so they are set at the forkserver's first import (decoders.py
 # preloads this module first).
-ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-for _name in ONE_THREAD:
+# The variables those libraries read their thread count from.
+THREAD_COUNTS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+for _name in THREAD_COUNTS:
     os.environ.setdefault(_name, "1")
 
 HEADER = struct.Struct(">I")

@@ -68,7 +68,7 @@ def open_picture(
         with Image.open(path, formats=[pillow_format]) as img:
             info.check_pixels(img.size, max_pixels, described)
             width, height = img.size
-            if img.getexif().get(_ORIENTATION) in {5, 6, 7, 8}:
+            if img.getexif().get(_ORIENTATION) in info.QUARTER_TURNS:
                 width, height = height, width  # a quarter turn: shown with the sides swapped
             img.seek(0)
             if img.format in {"JPEG", "MPO"}:

@@ -9,6 +9,9 @@ from mediad import errors
 
 MediaKind = Literal["image", "video", "audio", "document"]
 
+# The EXIF orientations that turn a picture a quarter: viewers show it with its sides swapped.
+QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
 # Pillow's own default (~89 Mpx) refuses some panoramas; twice that still bounds a decode of a
 # non-JPEG image to well under 1 GB. JPEGs are not decoded to be probed (jpeg.py).
 MAX_IMAGE_PIXELS = 178_956_970
@@ -54,9 +57,9 @@ _FOLDERS: dict[MediaKind, str] = {
 def picture(
     mime_type: str, extension: str, width: int, height: int, metadata: dict[str, Any]
 ) -> MediaInfo:
-    """A still or animated picture's MediaInfo, its size as viewers show it: EXIF orientations
-    5-8 (metadata["orientation"]) turn it a quarter, so its sides swap."""
-    if metadata.get("orientation") in {5, 6, 7, 8}:
+    """A still or animated picture's MediaInfo, its size as viewers show it: sides swapped for
+    a quarter turn (metadata["orientation"])."""
+    if metadata.get("orientation") in QUARTER_TURNS:
         width, height = height, width
     return MediaInfo(mime_type, extension, "image", width, height, None, metadata)
 

@@ -322,7 +322,7 @@ def test_analysis_runs_with_no_network_at_all(write: Write, tmp_path: Path) -> N
     isolated = _unshare_works()
     prefix = ["unshare", "-n"] if isolated else []
     # Nothing of this process's environment decides how the worker's libraries run.
-    env = {k: v for k, v in os.environ.items() if k not in decoder_worker.ONE_THREAD}
+    env = {k: v for k, v in os.environ.items() if k not in decoder_worker.THREAD_COUNTS}
     env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     done = subprocess.run(
         [*prefix, sys.executable, "-c", _OFFLINE_SCRIPT, str(path)],

@@ -95,7 +95,7 @@ def numeric_threads(payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "numpy": numpy.__version__,
         "threads": len(os.listdir("/proc/self/task")),
-        "environment": {name: os.environ.get(name) for name in decoder_worker.ONE_THREAD},
+        "environment": {name: os.environ.get(name) for name in decoder_worker.THREAD_COUNTS},
     }
 
 
@@ -336,13 +336,13 @@ async def test_numeric_libraries_start_no_threads_of_their_own_in_a_worker(
 ) -> None:
     """numpy loaded in a worker runs in its one thread, whatever the daemon's environment says:
     each OpenBLAS thread would reserve its buffers out of the worker's address space."""
-    for name in decoder_worker.ONE_THREAD:
+    for name in decoder_worker.THREAD_COUNTS:
         monkeypatch.delenv(name, raising=False)
     async with open_pool(workers=1) as pool:
         result = await pool.run("numeric_threads", {})
 
     assert result["threads"] == 1
-    assert result["environment"] == dict.fromkeys(decoder_worker.ONE_THREAD, "1")
+    assert result["environment"] == dict.fromkeys(decoder_worker.THREAD_COUNTS, "1")
 
 
 @pytest.mark.parametrize(
